@@ -1,0 +1,43 @@
+# The two commands: `make run` starts everything, `make test` runs the whole suite.
+# Both set up what they need on a fresh machine (virtualenv, Kafka jars; test also chromium).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA_LIBS := .local/kafka/libs
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup lint system-deps clean
+
+run: setup
+	$(PY) -m foodsite.launcher
+
+test: setup system-deps
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# Apache Kafka's jars from Maven Central (see kafka/pom.xml); no Docker needed.
+$(KAFKA_LIBS)/.fetched: kafka/pom.xml
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	touch $@
+
+# For the tests only: Debian's chromium for the browser tests, a compose CLI to validate
+# docker-compose.yaml (the docker engine itself is not needed).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose; }
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .local

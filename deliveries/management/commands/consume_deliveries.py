@@ -1,0 +1,7 @@
+from deliveries.projection import DeliveryProjection
+from foodsite.kafka.command import ConsumerCommand
+
+
+class Command(ConsumerCommand):
+    help = "Run the deliveries service: consumer group `deliveries` on orders and payments."
+    projection_class = DeliveryProjection

@@ -1,0 +1,29 @@
+from django.db import models
+
+
+class Delivery(models.Model):
+    """The delivery service's own view of an order, built only from events.
+
+    `order.placed` and `payment.succeeded` are read from two topics and may arrive in
+    either order, so both fill in the same row."""
+
+    class Status(models.TextChoices):
+        TO_DELIVER = "to_deliver", "To deliver"
+        DELIVERED = "delivered", "Delivered"
+
+    order_id = models.UUIDField(unique=True)
+    customer_name = models.CharField(max_length=100, blank=True)
+    address = models.CharField(max_length=300, blank=True)
+    items = models.JSONField(default=list)  # [{"name": ..., "quantity": ...}]
+    total = models.DecimalField(max_digits=10, decimal_places=2, null=True)
+    placed_at = models.DateTimeField(null=True)
+    paid_at = models.DateTimeField(null=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.TO_DELIVER)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        permissions = [("work_as_courier", "Can see and work the courier page")]
+
+    def __str__(self) -> str:
+        return f"Delivery of order {self.order_id}"

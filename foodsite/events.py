@@ -1,0 +1,196 @@
+"""Event schemas: the one place both producers and consumers import.
+
+Every message value is an envelope::
+
+    {"id": "<uuid>", "type": "order.placed", "version": 1,
+     "occurred_at": "2026-11-24T18:00:00+00:00", "data": {...}}
+
+`id` lets consumers de-duplicate, `type` + `version` select the payload class below.
+Money travels as decimal strings, never floats. A change that removes or retypes a field
+is a new version; adding an optional field is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, get_type_hints
+
+CONTENT_TYPE_JSON = "application/json"
+
+
+class InvalidEvent(ValueError):
+    """A message that cannot be decoded into a known event (bad JSON, unknown type, bad field)."""
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    dish_id: int
+    name: str
+    quantity: int
+    unit_price: Decimal
+    unit_cost: Decimal
+
+    @property
+    def price(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+    @property
+    def cost(self) -> Decimal:
+        return self.unit_cost * self.quantity
+
+
+@dataclass(frozen=True)
+class OrderPlaced:
+    TYPE: ClassVar[str] = "order.placed"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "orders"
+
+    order_id: str
+    customer_name: str
+    address: str
+    lines: list[OrderLine]
+    total: Decimal
+
+    @property
+    def food_cost(self) -> Decimal:
+        return sum((line.cost for line in self.lines), Decimal("0"))
+
+
+@dataclass(frozen=True)
+class PaymentSucceeded:
+    TYPE: ClassVar[str] = "payment.succeeded"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "payments"
+
+    order_id: str
+    amount: Decimal
+    card_last4: str
+
+
+@dataclass(frozen=True)
+class PaymentFailed:
+    TYPE: ClassVar[str] = "payment.failed"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "payments"
+
+    order_id: str
+    amount: Decimal
+    reason: str
+
+
+Payload = OrderPlaced | PaymentSucceeded | PaymentFailed
+PAYLOAD_TYPES: dict[tuple[str, int], type] = {
+    (cls.TYPE, cls.VERSION): cls for cls in (OrderPlaced, PaymentSucceeded, PaymentFailed)
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    payload: Any
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def type(self) -> str:
+        return self.payload.TYPE
+
+    @property
+    def version(self) -> int:
+        return self.payload.VERSION
+
+    @property
+    def key(self) -> str:
+        # Every event we publish is about one order: keying by it keeps an order's events
+        # in order, and co-partitions orders with payments.
+        return self.payload.order_id
+
+    def to_json(self) -> bytes:
+        envelope = {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "data": _to_plain(dataclasses.asdict(self.payload)),
+        }
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def decode(value: bytes | None) -> Event:
+    """Parse a message value into an Event; raise InvalidEvent with the reason otherwise."""
+    if value is None:
+        raise InvalidEvent("empty message value")
+    try:
+        envelope = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    missing = {"id", "type", "version", "occurred_at", "data"} - envelope.keys()
+    if missing:
+        raise InvalidEvent(f"envelope misses {', '.join(sorted(missing))}")
+    payload_cls = PAYLOAD_TYPES.get((envelope["type"], envelope["version"]))
+    if payload_cls is None:
+        raise InvalidEvent(f"unknown event type {envelope['type']!r} version {envelope['version']!r}")
+    try:
+        occurred_at = datetime.fromisoformat(envelope["occurred_at"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"bad occurred_at: {envelope['occurred_at']!r}") from exc
+    return Event(
+        payload=_from_plain(payload_cls, envelope["data"], "data"),
+        id=str(envelope["id"]),
+        occurred_at=occurred_at,
+    )
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_plain(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"{path} is not an object")
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            raise InvalidEvent(f"{path}.{f.name} is missing")
+        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{path}.{f.name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if hint is Decimal:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InvalidEvent(f"{path} must be a decimal string")
+        try:
+            number = Decimal(value)
+        except InvalidOperation as exc:
+            raise InvalidEvent(f"{path} is not a number: {value!r}") from exc
+        if not number.is_finite():
+            raise InvalidEvent(f"{path} is not finite")
+        return number
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidEvent(f"{path} must be an integer")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise InvalidEvent(f"{path} must be a string")
+        return value
+    if getattr(hint, "__origin__", None) is list:
+        if not isinstance(value, list):
+            raise InvalidEvent(f"{path} must be a list")
+        (item_hint,) = hint.__args__
+        return [_from_plain(item_hint, item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise TypeError(f"unsupported field type {hint!r} at {path}")  # a schema bug, not bad input

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every app: topic names, the producer, the consumer runner."""

@@ -1,0 +1,98 @@
+"""The one Kafka producer of a process: long-lived, idempotent, polled by a background thread.
+
+Why a thread: librdkafka only runs delivery callbacks inside poll(), and a web request must
+not wait for the broker. `publish` enqueues and returns; the thread drains delivery reports.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, Message, Producer
+from django.conf import settings
+
+from foodsite.events import CONTENT_TYPE_JSON, Event
+from foodsite.kafka.topics import topic_name
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def producer_config() -> dict:
+    config = {
+        "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+        # Java's default partitioner, so a key lands on the same partition whichever client
+        # produced it (the Python client's default is CRC32).
+        "partitioner": "murmur2_random",
+        **settings.KAFKA_PRODUCER,
+    }
+    if str(config["acks"]) not in {"all", "-1"} and config.get("enable.idempotence"):
+        # Idempotence needs acks=all; a deployment that chose acks=0/1 chose speed over it.
+        log.warning("acks=%s: turning producer idempotence off", config["acks"])
+        config["enable.idempotence"] = False
+    return config
+
+
+class EventPublisher:
+    def __init__(self, config: dict) -> None:
+        self._producer = Producer(config)
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll_forever, name="kafka-producer-poll", daemon=True)
+        self._poller.start()
+
+    def publish(self, event: Event, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue an event on its topic, keyed by its order id. Does not wait for the broker."""
+        self._producer.produce(
+            topic_name(event.payload.TOPIC),
+            key=event.key.encode(),
+            value=event.to_json(),
+            headers=[("content-type", CONTENT_TYPE_JSON), ("event-type", event.type)],
+            on_delivery=on_delivery or _log_delivery,
+        )
+
+    def flush(self, timeout: float = 10) -> int:
+        """Wait for queued events; returns how many are still undelivered."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 10) -> None:
+        self._closing.set()
+        remaining = self.flush(timeout)
+        if remaining:
+            log.error("%d event(s) not delivered to Kafka at shutdown", remaining)
+
+    def _poll_forever(self) -> None:
+        while not self._closing.is_set():
+            self._producer.poll(0.5)
+
+
+def _log_delivery(error: KafkaError | None, message: Message) -> None:
+    if error is not None:
+        log.error("event to %s key=%s not delivered: %s", message.topic(), message.key(), error)
+
+
+_publisher: EventPublisher | None = None
+_lock = threading.Lock()
+
+
+def get_publisher() -> EventPublisher:
+    """The process-wide publisher, created on first use."""
+    global _publisher
+    with _lock:
+        if _publisher is None:
+            _publisher = EventPublisher(producer_config())
+            atexit.register(_publisher.close)
+        return _publisher
+
+
+def reset_publisher() -> None:
+    """Flush and drop the process-wide publisher (tests switch brokers and settings)."""
+    global _publisher
+    with _lock:
+        if _publisher is not None:
+            _publisher.close()
+            atexit.unregister(_publisher.close)
+            _publisher = None

@@ -1,0 +1,335 @@
+"""The consume loop every projection shares: poll, decode, apply, store offsets, dead letters.
+
+Exactly-once into the database: the projection's writes and the group's next offsets are
+saved in ONE transaction (table ConsumerOffset), and on assignment the consumer seeks to
+the offsets stored there. A crash at any instant either keeps both or neither. Kafka's own
+committed offsets are updated afterwards too, only so that Kafka's tools show the lag.
+
+A projection is a small class: which group, which topics, which payload types, and an
+`apply(events)` that writes the ORM. Everything else lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from django.conf import settings
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
+
+from foodsite.events import Event, InvalidEvent, decode
+from foodsite.kafka.topics import dead_letter_topic, group_name, logical_name, topic_name
+from foodsite.models import ConsumerOffset
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """Raised by a projection for a failure worth retrying (the batch is retried, not dead-lettered)."""
+
+
+# Database busy or gone, broker unreachable: wait and retry the same batch.
+TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError, KafkaException)
+
+
+@dataclass(frozen=True)
+class ConsumedEvent:
+    topic: str  # logical name, e.g. "orders"
+    partition: int
+    offset: int
+    event: Event
+
+    @property
+    def payload(self):
+        return self.event.payload
+
+
+class Projection(ABC):
+    """A read model fed by one consumer group."""
+
+    group: ClassVar[str]
+    topics: ClassVar[tuple[str, ...]]
+    handles: ClassVar[tuple[type, ...]]  # payload classes to apply; other valid events are skipped
+
+    @abstractmethod
+    def apply(self, events: list[ConsumedEvent]) -> None:
+        """Write a batch to the database. Runs inside the runner's transaction."""
+
+
+@dataclass
+class RunStats:
+    applied: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retries: int = 0
+    fenced: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class PartitionFenced(Exception):
+    """Another member of the group moved a partition's offset while we were working."""
+
+
+Position = tuple[str, int]  # (logical topic, partition)
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        projection: Projection,
+        *,
+        batch_size: int = 500,
+        poll_timeout: float = 0.5,
+        consumer_config: dict | None = None,
+    ) -> None:
+        self.projection = projection
+        self.group = group_name(projection.group)
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.stats = RunStats()
+        self._stopping = False
+        # Next offset per owned partition as stored in the database; None = no row yet.
+        self._positions: dict[Position, int | None] = {}
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+                "group.id": self.group,
+                "client.id": f"{self.group}-consumer",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # A killed member gives its partitions back within ~10 s instead of 45 s.
+                "session.timeout.ms": 10000,
+                **(consumer_config or {}),
+            }
+        )
+        self._dead_letters = Producer(
+            {
+                "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+                "enable.idempotence": True,
+                "acks": "all",
+            }
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def stop(self, *_: object) -> None:
+        """Finish the current batch, then leave the group (safe from a signal handler)."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, *, until_caught_up: bool = False, timeout: float | None = None) -> RunStats:
+        """Consume until stop() (or, for tests and replays, until every owned partition is
+        read to its end). Always leaves the group cleanly."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        topics = [topic_name(t) for t in self.projection.topics]
+        self._consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("%s consuming %s", self.group, ", ".join(topics))
+        try:
+            while not self._stopping:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.group} did not catch up within {timeout} s")
+                messages = self._consumer.consume(self.batch_size, self.poll_timeout)
+                if messages:
+                    self._process_with_retry(messages)
+                if until_caught_up and len(messages) < self.batch_size and self._caught_up():
+                    break
+                # Consumers live for days: drop connections past CONN_MAX_AGE or broken.
+                close_old_connections()
+        finally:
+            self._consumer.close()
+            self._dead_letters.flush(10)
+            close_old_connections()
+        return self.stats
+
+    # -- rebalancing --------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._stored_offsets(partitions)
+        for tp in partitions:
+            key = (logical_name(tp.topic), tp.partition)
+            self._positions[key] = stored.get(key)
+            tp.offset = stored.get(key, OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        log.info("%s assigned %s", self.group, _describe(partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop((logical_name(tp.topic), tp.partition), None)
+        log.info("%s revoked %s", self.group, _describe(partitions))
+
+    def _stored_offsets(self, partitions: list[TopicPartition]) -> dict[Position, int]:
+        close_old_connections()
+        topics = {logical_name(tp.topic) for tp in partitions}
+        rows = ConsumerOffset.objects.filter(group=self.group, topic__in=topics)
+        return {(row.topic, row.partition): row.next_offset for row in rows}
+
+    def _caught_up(self) -> bool:
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return False
+        for tp in assignment:
+            try:
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            except KafkaException as exc:  # e.g. a leader moving: ask again next time
+                log.info("%s: no end offsets for %s[%d] yet: %s", self.group, tp.topic, tp.partition, exc)
+                return False
+            position = self._positions.get((logical_name(tp.topic), tp.partition))
+            if (position if position is not None else low) < high:
+                return False
+        return True
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _process_with_retry(self, messages: list[Message]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                self._process(messages)
+                return
+            except PartitionFenced as exc:
+                self.stats.fenced += 1
+                log.warning("%s: %s; batch dropped, re-reading positions", self.group, exc)
+                self._reseek_to_stored()
+                return
+            except TRANSIENT_ERRORS as exc:
+                if self._stopping:
+                    log.warning("%s stopping with a batch not applied (it will be read again): %s", self.group, exc)
+                    return
+                self.stats.retries += 1
+                log.warning("%s: transient error, retrying in %.1f s: %s", self.group, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30)
+                close_old_connections()
+
+    def _process(self, messages: list[Message]) -> None:
+        events: list[ConsumedEvent] = []
+        sources: dict[int, Message] = {}  # id(event) -> message, to dead-letter the original bytes
+        dead: list[tuple[Message, str]] = []
+        next_offsets: dict[Position, int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("%s: consumer error: %s", self.group, error)
+                continue
+            position = (logical_name(message.topic()), message.partition())
+            if position not in self._positions:
+                continue  # fetched before its partition was revoked; its new owner reads it
+            next_offsets[position] = message.offset() + 1
+            try:
+                event = decode(message.value())
+            except InvalidEvent as exc:
+                dead.append((message, str(exc)))
+                continue
+            if isinstance(event.payload, self.projection.handles):
+                consumed = ConsumedEvent(position[0], message.partition(), message.offset(), event)
+                events.append(consumed)
+                sources[id(consumed)] = message
+            else:
+                self.stats.skipped += 1
+        if not next_offsets:
+            return
+
+        with transaction.atomic():
+            failed = self._apply(events)
+            dead.extend((sources[id(event)], reason) for event, reason in failed)
+            if dead:
+                self._dead_letter(dead)
+            self._save_positions(next_offsets)
+
+        self._positions.update(next_offsets)
+        self.stats.batches += 1
+        self.stats.applied += len(events) - len(failed)
+        self.stats.dead_lettered += len(dead)
+        self._consumer.commit(
+            offsets=[TopicPartition(topic_name(t), p, o) for (t, p), o in next_offsets.items()],
+            asynchronous=True,
+        )
+
+    def _apply(self, events: list[ConsumedEvent]) -> list[tuple[ConsumedEvent, str]]:
+        """Apply the batch; if it fails for a non-transient reason, apply event by event so
+        that only the events that really fail are dead-lettered."""
+        if not events:
+            return []
+        try:
+            with transaction.atomic():
+                self.projection.apply(events)
+            return []
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            log.warning("%s: batch failed, applying its %d events one by one", self.group, len(events))
+        failed = []
+        for event in events:
+            try:
+                with transaction.atomic():
+                    self.projection.apply([event])
+            except TRANSIENT_ERRORS:
+                raise
+            except Exception as exc:
+                failed.append((event, f"{type(exc).__name__}: {exc}"))
+        return failed
+
+    def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
+        for message, reason in dead:
+            source = logical_name(message.topic())
+            log.error(
+                "%s: dead-lettering %s[%d]@%d: %s", self.group, source, message.partition(), message.offset(), reason
+            )
+            self._dead_letters.produce(
+                topic_name(dead_letter_topic(source)),
+                key=message.key(),
+                value=message.value(),
+                headers=[
+                    *(message.headers() or []),
+                    ("dlq.error", reason.encode()),
+                    ("dlq.group", self.group.encode()),
+                    ("dlq.topic", message.topic().encode()),
+                    ("dlq.partition", str(message.partition()).encode()),
+                    ("dlq.offset", str(message.offset()).encode()),
+                ],
+            )
+        # The offsets move past these events when the transaction commits: they must be
+        # safely in the dead-letter topic first.
+        if self._dead_letters.flush(30) > 0:
+            raise TransientError("dead-letter topic did not acknowledge in time")
+
+    def _save_positions(self, next_offsets: dict[Position, int]) -> None:
+        for (topic, partition), next_offset in next_offsets.items():
+            expected = self._positions[(topic, partition)]
+            if expected is None:
+                try:
+                    with transaction.atomic():
+                        ConsumerOffset.objects.create(
+                            group=self.group, topic=topic, partition=partition, next_offset=next_offset
+                        )
+                except IntegrityError as exc:
+                    raise PartitionFenced(f"{topic}[{partition}] was started by another member") from exc
+                continue
+            moved = ConsumerOffset.objects.filter(
+                group=self.group, topic=topic, partition=partition, next_offset=expected
+            ).update(next_offset=next_offset)
+            if moved != 1:
+                raise PartitionFenced(f"{topic}[{partition}] moved past {expected} under us")
+
+    def _reseek_to_stored(self) -> None:
+        assignment = self._consumer.assignment()
+        stored = self._stored_offsets(assignment)
+        for tp in assignment:
+            key = (logical_name(tp.topic), tp.partition)
+            self._positions[key] = stored.get(key)
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, stored.get(key, OFFSET_BEGINNING)))
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,123 @@
+"""The topics this system owns, their names and their settings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from django.conf import settings
+
+ORDERS = "orders"
+PAYMENTS = "payments"
+# Couriers' claimed / picked up / delivered events, keyed by order id like the others.
+DELIVERY_STATUS = "delivery-status"
+SOURCE_TOPICS = (ORDERS, PAYMENTS, DELIVERY_STATUS)
+
+
+def topic_name(logical: str) -> str:
+    """The real topic name for a logical one (adds the deployment's prefix)."""
+    return f"{settings.KAFKA_TOPIC_PREFIX}{logical}"
+
+
+def logical_name(real: str) -> str:
+    prefix = settings.KAFKA_TOPIC_PREFIX
+    return real[len(prefix) :] if prefix and real.startswith(prefix) else real
+
+
+def dead_letter_topic(logical: str) -> str:
+    return f"{logical}.dlq"
+
+
+def group_name(logical: str) -> str:
+    return f"{settings.KAFKA_GROUP_PREFIX}{logical}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # real name
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TopicStatus:
+    spec: TopicSpec
+    created: bool
+    partitions: int
+    config: dict[str, str]
+
+
+def declared_topics() -> list[TopicSpec]:
+    """Every topic, with retention by time and by size set on the topic itself (the seed's
+    "mix of both strategies"). orders, payments and delivery-status share the partition
+    count so that one order's events land on the same partition number everywhere."""
+    config = {
+        "retention.ms": str(settings.KAFKA_RETENTION_MS),
+        "retention.bytes": str(settings.KAFKA_RETENTION_BYTES),
+        "min.insync.replicas": str(min(2, settings.KAFKA_REPLICATION_FACTOR)),
+    }
+    logical = [*SOURCE_TOPICS, *(dead_letter_topic(t) for t in SOURCE_TOPICS)]
+    return [
+        TopicSpec(
+            name=topic_name(name),
+            partitions=settings.KAFKA_PARTITIONS,
+            replication_factor=settings.KAFKA_REPLICATION_FACTOR,
+            config=config,
+        )
+        for name in logical
+    ]
+
+
+def admin_client() -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+
+
+def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30) -> list[TopicStatus]:
+    """Create the topics that are missing; leave existing ones alone. Idempotent."""
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [spec for spec in specs if spec.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor, config=s.config)
+                for s in missing
+            ],
+            operation_timeout=timeout,
+        )
+        for future in futures.values():
+            try:
+                future.result()
+            except KafkaException as exc:
+                # Another init run won the race: that is the state we wanted.
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise
+    metadata = _wait_for_metadata(admin, [spec.name for spec in specs], timeout)
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
+    configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+    return [
+        TopicStatus(
+            spec=spec,
+            created=spec in missing,
+            partitions=len(metadata[spec.name].partitions),
+            config={key: configs[spec.name][key].value for key in spec.config},
+        )
+        for spec in specs
+    ]
+
+
+def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict:
+    # A just-created topic shows in the metadata, with a leader for each partition, a moment
+    # after create_topics returns; until then producing or reading offsets fails.
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        ready = all(
+            name in topics and topics[name].partitions and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        )
+        if ready or time.monotonic() > deadline:
+            return topics
+        time.sleep(0.1)

@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from deliveries import views as deliveries_views
+from foodsite import views as site_views
+from orders import views as orders_views
+from stats import views as stats_views
+
+urlpatterns = [
+    path("", orders_views.menu, name="menu"),
+    path("orders/<uuid:order_id>/", orders_views.order_detail, name="order-detail"),
+    path("orders/<uuid:order_id>/pay/", orders_views.pay, name="order-pay"),
+    path("courier/", deliveries_views.courier, name="courier"),
+    path("stats/", stats_views.dashboard, name="stats"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("home/", site_views.home, name="home"),
+    path("healthz", site_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

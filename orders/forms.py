@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from datetime import date
+
+from django import forms
+
+from orders.models import Dish
+from orders.services import MAX_QUANTITY, Card, CartItem
+
+QUANTITY_PREFIX = "qty-"
+# A request carrying any of these was built by hand: prices come from our menu only.
+PRICE_FIELDS = ("price", "total", "unit_price", "amount")
+
+
+class OrderForm(forms.Form):
+    """Name, address and a quantity per dish (`qty-<dish id>`); empty means not in the cart."""
+
+    customer_name = forms.CharField(label="Your name", max_length=100)
+    address = forms.CharField(label="Delivery address", max_length=300)
+
+    def __init__(self, *args: object, dishes: list[Dish], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.dishes = {dish.pk: dish for dish in dishes}
+
+    def menu_rows(self) -> list[tuple[Dish, str]]:
+        """Each dish with the quantity typed for it, so a refused form keeps the cart."""
+        return [(dish, self.data.get(f"{QUANTITY_PREFIX}{dish.pk}", "")) for dish in self.dishes.values()]
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if any(key.startswith(PRICE_FIELDS) for key in self.data):
+            raise forms.ValidationError("Prices come from our menu; a request must not send one.")
+        items, errors = [], []
+        for key in self.data:
+            if not key.startswith(QUANTITY_PREFIX):
+                continue
+            raw = self.data[key].strip()
+            if not raw:
+                continue
+            dish_id = key.removeprefix(QUANTITY_PREFIX)
+            dish = self.dishes.get(int(dish_id)) if dish_id.isdigit() else None
+            if dish is None:
+                errors.append(f"Unknown dish {dish_id!r}: it is not on the menu.")
+                continue
+            try:
+                quantity = int(raw)
+            except ValueError:
+                errors.append(f"Quantity of {dish.name} must be a whole number.")
+                continue
+            if not 1 <= quantity <= MAX_QUANTITY:
+                errors.append(
+                    f"Quantity of {dish.name} must be between 1 and {MAX_QUANTITY} (leave it empty to skip the dish)."
+                )
+                continue
+            items.append(CartItem(dish_id=dish.pk, quantity=quantity))
+        if errors:
+            raise forms.ValidationError(errors)
+        if not items:
+            raise forms.ValidationError("Your cart is empty: choose at least one dish.")
+        cleaned["items"] = items
+        return cleaned
+
+
+def luhn_valid(number: str) -> bool:
+    total = 0
+    for i, digit in enumerate(reversed(number)):
+        n = int(digit)
+        if i % 2 == 1:
+            n = n * 2 - 9 if n > 4 else n * 2
+        total += n
+    return total % 10 == 0
+
+
+class PaymentForm(forms.Form):
+    """A simulated card form: validated like a real one, charged by nobody."""
+
+    holder = forms.CharField(label="Name on card", max_length=100)
+    number = forms.CharField(label="Card number", max_length=23, help_text="Try 4242 4242 4242 4242.")
+    expiry = forms.CharField(label="Expiry (MM/YY)", max_length=5)
+    cvc = forms.CharField(label="CVC", max_length=4, min_length=3)
+
+    def clean_number(self) -> str:
+        number = self.cleaned_data["number"].replace(" ", "").replace("-", "")
+        if not number.isdigit() or not 12 <= len(number) <= 19 or not luhn_valid(number):
+            raise forms.ValidationError("This is not a valid card number.")
+        return number
+
+    def clean_expiry(self) -> str:
+        value = self.cleaned_data["expiry"]
+        try:
+            month, year = (int(part) for part in value.split("/"))
+        except ValueError as exc:
+            raise forms.ValidationError("Use the MM/YY format.") from exc
+        if not 1 <= month <= 12:
+            raise forms.ValidationError("Use the MM/YY format.")
+        today = date.today()
+        if (2000 + year, month) < (today.year, today.month):
+            raise forms.ValidationError("This card has expired.")
+        return value
+
+    def clean_cvc(self) -> str:
+        if not self.cleaned_data["cvc"].isdigit():
+            raise forms.ValidationError("The CVC is 3 or 4 digits.")
+        return self.cleaned_data["cvc"]
+
+    def card(self) -> Card:
+        return Card(number=self.cleaned_data["number"], holder=self.cleaned_data["holder"])

@@ -1,0 +1,98 @@
+"""Write paths for orders: placing and paying. Each publishes its event after the commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from foodsite.events import Event, OrderPlaced, PaymentFailed, PaymentSucceeded
+from foodsite.events import OrderLine as OrderLineEvent
+from foodsite.kafka.producer import get_publisher
+from orders.models import Dish, Order, OrderLine, Payment
+
+MAX_QUANTITY = 50
+# The simulated card processor declines this one test number, like real processors' test cards.
+DECLINED_TEST_CARD = "4000000000000002"
+
+
+@dataclass(frozen=True)
+class CartItem:
+    dish_id: int
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Card:
+    number: str
+    holder: str
+
+
+class OrderNotPayable(Exception):
+    """The order cannot be paid (already paid). Carries a message for the customer."""
+
+
+def place_order(*, customer_name: str, address: str, items: list[CartItem]) -> Order:
+    """Create the order at the menu's prices and publish `order.placed` once committed."""
+    if not items:
+        raise ValidationError("Your cart is empty: choose at least one dish.")
+    for item in items:
+        if not 1 <= item.quantity <= MAX_QUANTITY:
+            raise ValidationError(f"Quantities must be between 1 and {MAX_QUANTITY}.")
+    dishes = Dish.objects.in_bulk([item.dish_id for item in items])
+    unknown = [item.dish_id for item in items if item.dish_id not in dishes or not dishes[item.dish_id].is_available]
+    if unknown:
+        raise ValidationError(f"Unknown dish: {unknown[0]}.")
+
+    with transaction.atomic():
+        total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
+        order = Order.objects.create(customer_name=customer_name, address=address, total=total)
+        lines = OrderLine.objects.bulk_create(
+            OrderLine(
+                order=order,
+                dish=dishes[i.dish_id],
+                name=dishes[i.dish_id].name,
+                quantity=i.quantity,
+                unit_price=dishes[i.dish_id].price,
+                unit_cost=dishes[i.dish_id].food_cost,
+            )
+            for i in items
+        )
+        event = Event(
+            OrderPlaced(
+                order_id=str(order.id),
+                customer_name=customer_name,
+                address=address,
+                lines=[OrderLineEvent(ln.dish_id, ln.name, ln.quantity, ln.unit_price, ln.unit_cost) for ln in lines],
+                total=total,
+            )
+        )
+        transaction.on_commit(lambda: get_publisher().publish(event))
+    return order
+
+
+def pay_order(*, order: Order, card: Card) -> Payment:
+    """Charge the (simulated) card. Publishes `payment.succeeded` or `payment.failed`.
+
+    Raises OrderNotPayable if the order was already paid, even by a concurrent request."""
+    last4 = card.number[-4:]
+    with transaction.atomic():
+        if card.number == DECLINED_TEST_CARD:
+            if Order.objects.filter(pk=order.pk, status=Order.Status.PAID).exists():
+                raise OrderNotPayable("This order is already paid.")
+            reason = "Card declined by the issuer."
+            payment = Payment.objects.create(
+                order=order, amount=order.total, card_last4=last4, succeeded=False, failure_reason=reason
+            )
+            event = Event(PaymentFailed(order_id=str(order.id), amount=order.total, reason=reason))
+        else:
+            # The conditional update is the lock: of two concurrent payments only one flips it.
+            if not Order.objects.filter(pk=order.pk, status=Order.Status.PLACED).update(status=Order.Status.PAID):
+                raise OrderNotPayable("This order is already paid.")
+            order.status = Order.Status.PAID
+            payment = Payment.objects.create(order=order, amount=order.total, card_last4=last4, succeeded=True)
+            event = Event(PaymentSucceeded(order_id=str(order.id), amount=order.total, card_last4=last4))
+        transaction.on_commit(lambda: get_publisher().publish(event))
+    return payment
