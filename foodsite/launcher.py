@@ -77,6 +77,8 @@ def _die_with_parent() -> None:
 
 
 def spawn(command: list[str] | str, env: dict[str, str]) -> subprocess.Popen:
+    if isinstance(command, str):
+        command = f"exec {command}"  # the process itself, not a shell around it, gets our signals
     return subprocess.Popen(
         command,
         shell=isinstance(command, str),
@@ -87,6 +89,20 @@ def spawn(command: list[str] | str, env: dict[str, str]) -> subprocess.Popen:
         start_new_session=True,  # Ctrl-C reaches the launcher only; it stops the others in order
         preexec_fn=_die_with_parent,
     )
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
+
+
+def _group_alive(process: subprocess.Popen) -> bool:
+    process.poll()  # reap the leader, or it stays a zombie member of its group
+    try:
+        os.killpg(process.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_http(url: str, timeout: float) -> None:
@@ -123,9 +139,10 @@ def main() -> int:
     try:
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             kafka = LocalKafka(home / "kafka" / "data", port=int(os.environ.get("KAFKA_PORT", "9092")))
-            out.follow(
-                "kafka", kafka.start(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            broker = kafka.start(
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
             )
+            out.follow("kafka", broker)
             kafka.wait_ready(timeout=90)
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
         out.line("launcher", f"Kafka at {env['KAFKA_BOOTSTRAP_SERVERS']}")
@@ -159,14 +176,16 @@ def main() -> int:
     finally:
         out.line("launcher", "stopping")
         for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
         for name, process in processes.items():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
+            # Wait for the whole group: Kafka must outlive every consumer's goodbye.
+            while _group_alive(process) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(process):
                 out.line("launcher", f"{name} did not stop in 15 s; killing it")
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process, signal.SIGKILL)
+            process.wait()
         if kafka is not None:
             kafka.stop()
         out.line("launcher", "stopped")
