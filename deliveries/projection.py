@@ -15,6 +15,9 @@ class DeliveryProjection(Projection):
     topics = (ORDERS, PAYMENTS)
     handles = (OrderPlaced, PaymentSucceeded)
 
+    def reset(self) -> None:
+        Delivery.objects.all().delete()
+
     def apply(self, events: list[ConsumedEvent]) -> None:
         order_ids = {UUID(e.payload.order_id) for e in events}
         existing = Delivery.objects.in_bulk(order_ids, field_name="order_id")

@@ -149,6 +149,8 @@ KAFKA_TOPIC_PREFIX = os.environ.get("KAFKA_TOPIC_PREFIX", "")
 KAFKA_GROUP_PREFIX = os.environ.get("KAFKA_GROUP_PREFIX", "")
 # orders and payments share this count so they stay co-partitioned.
 KAFKA_PARTITIONS = int(os.environ.get("KAFKA_PARTITIONS", "3"))
+# How fast a consumer that died without saying goodbye (kill -9) loses its partitions.
+KAFKA_CONSUMER_SESSION_TIMEOUT_MS = int(os.environ.get("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000"))
 KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
 KAFKA_RETENTION_MS = int(os.environ.get("KAFKA_RETENTION_MS", str(7 * 24 * 3600 * 1000)))
 KAFKA_RETENTION_BYTES = int(os.environ.get("KAFKA_RETENTION_BYTES", str(1024**3)))

@@ -19,6 +19,10 @@ class SalesProjection(Projection):
     topics = (ORDERS, PAYMENTS)
     handles = (OrderPlaced, PaymentSucceeded)
 
+    def reset(self) -> None:
+        for model in (SalesOrder, DishSales, SalesTotals):
+            model.objects.all().delete()
+
     def apply(self, events: list[ConsumedEvent]) -> None:
         order_ids = {UUID(e.payload.order_id) for e in events}
         orders = SalesOrder.objects.in_bulk(order_ids, field_name="order_id")

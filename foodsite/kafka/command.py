@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandParser
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
 
-from foodsite.kafka.runner import ConsumerRunner, Projection
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from foodsite.kafka.runner import ConsumerRunner, Projection, RunStats
+from foodsite.kafka.topics import admin_client
 
 
 class ConsumerCommand(BaseCommand):
@@ -17,12 +23,53 @@ class ConsumerCommand(BaseCommand):
             action="store_true",
             help="Exit once every assigned partition has been read to its end (for scripts).",
         )
+        parser.add_argument(
+            "--replay",
+            action="store_true",
+            help="Rebuild the projection from the log: delete it and the group's position, re-read every "
+            "retained event with a progress bar, then exit. Stop the running service first.",
+        )
 
-    def handle(self, *args: object, batch_size: int, until_caught_up: bool, **options: object) -> None:
+    def handle(self, *args: object, batch_size: int, until_caught_up: bool, replay: bool, **options: object) -> None:
+        on_batch = None
         runner = ConsumerRunner(self.projection_class(), batch_size=batch_size)
+        if replay:
+            self._refuse_if_group_running(runner.group)
+            runner.reset()
+            on_batch = progress_bar(runner.backlog(), sys.stderr)
+            runner = ConsumerRunner(self.projection_class(), batch_size=batch_size, on_batch=on_batch)
         runner.install_signal_handlers()
-        stats = runner.run(until_caught_up=until_caught_up)
+        stats = runner.run(until_caught_up=until_caught_up or replay)
+        if on_batch is not None:
+            sys.stderr.write("\n")
         self.stdout.write(
             f"{runner.group}: applied {stats.applied}, skipped {stats.skipped}, "
             f"dead-lettered {stats.dead_lettered} in {stats.batches} batches"
         )
+
+    def _refuse_if_group_running(self, group: str) -> None:
+        [future] = admin_client().describe_consumer_groups([group], request_timeout=10).values()
+        members = future.result().members
+        if members:
+            raise CommandError(
+                f"group {group} has {len(members)} running member(s): stop that service before replaying, "
+                "or they would keep writing the projection while it is rebuilt"
+            )
+
+
+def progress_bar(total: int, stream: TextIO, width: int = 30) -> Callable[[RunStats], None]:
+    """A one-line progress report: events done / total, rate, time left."""
+    started = time.monotonic()
+
+    def report(stats: RunStats) -> None:
+        done = stats.applied + stats.skipped + stats.dead_lettered
+        elapsed = max(time.monotonic() - started, 1e-6)
+        rate = done / elapsed
+        left = (total - done) / rate if rate and total > done else 0
+        filled = int(width * min(done / total, 1)) if total else width
+        stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} events  {rate:,.0f}/s  {left:,.0f} s left "
+        )
+        stream.flush()
+
+    return report

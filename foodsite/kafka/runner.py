@@ -15,6 +15,7 @@ import logging
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -60,6 +61,10 @@ class Projection(ABC):
     def apply(self, events: list[ConsumedEvent]) -> None:
         """Write a batch to the database. Runs inside the runner's transaction."""
 
+    @abstractmethod
+    def reset(self) -> None:
+        """Delete everything the projection wrote (before a replay). Runs in a transaction."""
+
 
 @dataclass
 class RunStats:
@@ -87,12 +92,14 @@ class ConsumerRunner:
         batch_size: int = 500,
         poll_timeout: float = 0.5,
         consumer_config: dict | None = None,
+        on_batch: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.projection = projection
         self.group = group_name(projection.group)
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = RunStats()
+        self._on_batch = on_batch
         self._stopping = False
         # Next offset per owned partition as stored in the database; None = no row yet.
         self._positions: dict[Position, int | None] = {}
@@ -103,8 +110,11 @@ class ConsumerRunner:
                 "client.id": f"{self.group}-consumer",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                # A killed member gives its partitions back within ~10 s instead of 45 s.
-                "session.timeout.ms": 10000,
+                # Range assigns the same partition numbers of co-partitioned topics to the
+                # same member, so an order and its payment meet in one consumer.
+                "partition.assignment.strategy": "range",
+                # A killed member gives its partitions back within seconds instead of 45 s.
+                "session.timeout.ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
                 **(consumer_config or {}),
             }
         )
@@ -149,6 +159,29 @@ class ConsumerRunner:
             self._dead_letters.flush(10)
             close_old_connections()
         return self.stats
+
+    def _sleep(self, seconds: float) -> None:
+        # In short steps, so that SIGTERM during a long backoff still exits promptly.
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, seconds))
+
+    def backlog(self) -> int:
+        """Events retained in the projection's topics from the earliest offset (replay's total)."""
+        total = 0
+        for name in (topic_name(t) for t in self.projection.topics):
+            partitions = self._consumer.list_topics(name, timeout=10).topics[name].partitions
+            for partition in partitions:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
+                total += high - low
+        return total
+
+    def reset(self) -> None:
+        """Forget the projection and the group's position: the next run starts from the
+        earliest retained event. Only while no member of the group is running."""
+        with transaction.atomic():
+            self.projection.reset()
+            ConsumerOffset.objects.filter(group=self.group).delete()
 
     # -- rebalancing --------------------------------------------------------------------
 
@@ -206,7 +239,7 @@ class ConsumerRunner:
                     return
                 self.stats.retries += 1
                 log.warning("%s: transient error, retrying in %.1f s: %s", self.group, delay, exc)
-                time.sleep(delay)
+                self._sleep(delay)
                 delay = min(delay * 2, 30)
                 close_old_connections()
 
@@ -215,6 +248,7 @@ class ConsumerRunner:
         sources: dict[int, Message] = {}  # id(event) -> message, to dead-letter the original bytes
         dead: list[tuple[Message, str]] = []
         next_offsets: dict[Position, int] = {}
+        skipped = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -236,7 +270,7 @@ class ConsumerRunner:
                 events.append(consumed)
                 sources[id(consumed)] = message
             else:
-                self.stats.skipped += 1
+                skipped += 1
         if not next_offsets:
             return
 
@@ -251,6 +285,9 @@ class ConsumerRunner:
         self.stats.batches += 1
         self.stats.applied += len(events) - len(failed)
         self.stats.dead_lettered += len(dead)
+        self.stats.skipped += skipped
+        if self._on_batch is not None:
+            self._on_batch(self.stats)
         self._consumer.commit(
             offsets=[TopicPartition(topic_name(t), p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,

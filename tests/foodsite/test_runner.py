@@ -26,6 +26,9 @@ class RecordingProjection(Projection):
     def __init__(self) -> None:
         self.applied: list[str] = []
 
+    def reset(self) -> None:
+        self.applied.clear()
+
     def apply(self, events: list[ConsumedEvent]) -> None:
         for consumed in events:
             if consumed.payload.customer_name == "boom":
