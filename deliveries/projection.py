@@ -3,6 +3,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from deliveries.models import Delivery
+from foodsite.bulk import update_many
 from foodsite.events import OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import ORDERS, PAYMENTS
@@ -36,6 +37,4 @@ class DeliveryProjection(Projection):
                 delivery.paid_at = consumed.event.occurred_at
         Delivery.objects.bulk_create(new.values())
         if existing:
-            Delivery.objects.bulk_update(
-                existing.values(), ["customer_name", "address", "items", "total", "placed_at", "paid_at"]
-            )
+            update_many(list(existing.values()), ["customer_name", "address", "items", "total", "placed_at", "paid_at"])

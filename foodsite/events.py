@@ -13,6 +13,7 @@ is a new version; adding an optional field is not.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -157,10 +158,15 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
 def _from_plain(cls: type, data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise InvalidEvent(f"{path} is not an object")
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

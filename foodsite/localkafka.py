@@ -10,14 +10,16 @@ here: it must run before settings or a database exist.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -25,12 +27,41 @@ from confluent_kafka.admin import AdminClient
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_LIBS = BASE_DIR / ".local" / "kafka" / "libs"
 LOG_CONFIG = BASE_DIR / "kafka" / "log4j2.yaml"
+FETCH_HINT = (
+    "run `make setup`, which fetches them from Maven Central with: mvn -q -B -f kafka/pom.xml "
+    'dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/.local/kafka/libs"'
+)
+
+
+class KafkaExited(TimeoutError, RuntimeError):
+    """The broker process ended before it answered (a TimeoutError too: it will never be ready)."""
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def new_cluster_id() -> str:
+    # What `kafka-storage random-uuid` prints (16 random bytes, URL-safe base64, no padding),
+    # without paying for a JVM start. Kafka never hands out ids starting with "-" (CLI trouble).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        with path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 16_384))
+            text = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    # Without Java's stack frames the reason ("Failed to acquire lock", "Address already in use")
+    # stays within the tail.
+    return "\n".join([line for line in text if not line.startswith(("\tat ", "\t... "))][-lines:])
 
 
 class LocalKafka:
@@ -41,54 +72,53 @@ class LocalKafka:
         controller_port: int | None = None,
         libs: Path = DEFAULT_LIBS,
         java: str = "java",
+        *,
+        heap: str = "512m",
     ) -> None:
-        self.home = Path(home)
+        self.home = Path(home).resolve()
         self.port = port
+        # Any free port will do, and it may differ between runs on the same home: the quorum is
+        # static (controller.quorum.voters), so the controller's address is not in the data.
         self.controller_port = controller_port or free_port()
         self.libs = Path(libs)
         self.java = java
+        self.heap = heap
         self.process: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def _config_file(self) -> Path:
+    def config_file(self) -> Path:
         return self.home / "server.properties"
 
-    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
-        if not any(self.libs.glob("kafka_*.jar")):
-            raise FileNotFoundError(f"no Kafka jars in {self.libs}: run `make setup` to fetch them from Maven Central")
-        return [
-            self.java,
-            f"-Xmx{heap}",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={LOG_CONFIG}",
-            "-cp",
-            f"{self.libs}/*",
-            main,
-            *args,
-        ]
+    @property
+    def log_file(self) -> Path:
+        """Where start() sends the broker's output when the caller does not take it."""
+        return self.home / "kafka.log"
 
-    def ensure_formatted(self) -> None:
-        """Write the config (ports may change between runs) and format the storage once;
-        the data and its cluster id are kept, so a second run finds its topics again."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        data = self.home / "logs"
-        settings = {
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "logs"  # Kafka's name: its "logs" are the partitions' data
+
+    def settings(self) -> dict[str, str]:
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "log.dirs": str(data),
-            # Topics are created on purpose by init_kafka, with their retention, never by accident.
+            "log.dirs": str(self.data_dir),
+            # Topics are created on purpose (with their partitions and retention), never by a typo.
             "auto.create.topics.enable": "false",
             "num.partitions": "3",
-            # One node: internal topics cannot have more replicas; few partitions start faster.
+            # One node: internal topics cannot have more replicas than 1, and their defaults
+            # (3 replicas, 50 partitions) would fail or make the first consumer group slow to start.
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "3",
             "transaction.state.log.replication.factor": "1",
@@ -96,74 +126,153 @@ class LocalKafka:
             "transaction.state.log.num.partitions": "3",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
-            # Nobody to wait for: let a consumer group start at once.
+            "share.coordinator.state.topic.num.partitions": "3",
+            # Nobody else to wait for: a classic consumer group gets its partitions at once.
             "group.initial.rebalance.delay.ms": "0",
+            # The compaction buffer is 128 MiB of heap by default; __consumer_offsets needs little.
+            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            # After a kill -9 the controller refuses the restarted broker ("Another broker is registered
+            # with that broker id") until the old session expires: 9 s by default, 5 s here (still
+            # five missed 1 s heartbeats before a busy machine could get the broker fenced).
+            "broker.heartbeat.interval.ms": "1000",
+            "broker.session.timeout.ms": "5000",
+            # 2 cores: fewer idle threads than the defaults (8 I/O, 10 background).
+            "num.io.threads": "4",
+            "background.threads": "4",
         }
-        self._config_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
-        if (data / "meta.properties").exists():
-            return
-        cluster_id = subprocess.run(
-            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True, check=True
-        ).stdout.strip()
-        subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._config_file)),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
 
-    def start(self, **popen: Any) -> subprocess.Popen:
-        """Start the broker in the background; `popen` goes to subprocess.Popen (stdout, ...)."""
+    def command(self, main: str, *args: str, heap: str | None = None, quick: bool = False) -> list[str]:
+        """The java command line for one of Kafka's main classes, on the fetched jars."""
+        if not self.libs.is_dir() or not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise FileNotFoundError(f"no Kafka jars in {self.libs}: {FETCH_HINT}")
+        return [
+            self.java,
+            f"-Xmx{heap or self.heap}",
+            # A short-lived tool (the formatter) starts faster on the quick compiler alone.
+            *(["-XX:TieredStopAtLevel=1"] if quick else ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]),
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={LOG_CONFIG}",
+            "-cp",
+            f"{self.libs}/*",  # java expands the wildcard itself
+            main,
+            *args,
+        ]
+
+    def ensure_formatted(self) -> None:
+        """Write server.properties (ports may change between runs) and format the storage once.
+
+        The cluster id is kept in home/cluster.id, so an interrupted format is redone with the
+        same id and a second run finds its topics, offsets and groups again."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text("".join(f"{key}={value}\n" for key, value in self.settings().items()))
+        if (self.data_dir / "meta.properties").exists():
+            return
+        id_file = self.home / "cluster.id"
+        if not id_file.exists():
+            id_file.write_text(new_cluster_id() + "\n")
+        cluster_id = id_file.read_text().strip()
+        formatter = self.command(
+            "kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", cluster_id, "-c", str(self.config_file),
+            heap="256m", quick=True,
+        )  # fmt: skip
+        done = subprocess.run(formatter, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"formatting {self.data_dir} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+    def start(self, stdout: Any = None, stderr: Any = None, **popen: Any) -> subprocess.Popen:
+        """Start the broker in the background and return its process (not yet ready: wait_ready).
+
+        Output goes to home/kafka.log unless `stdout` says otherwise; `popen` goes to Popen
+        as is (the launcher passes start_new_session, preexec_fn)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"Kafka is already running (pid {self.process.pid})")
+        command = self.command("kafka.Kafka", str(self.config_file))  # fails early if the jars are missing
         self.ensure_formatted()
-        if "stdout" not in popen:
-            popen["stdout"] = (self.home / "kafka.log").open("ab")
-            popen["stderr"] = subprocess.STDOUT
-        self.process = subprocess.Popen(self._java("kafka.Kafka", str(self._config_file), heap="512m"), **popen)
+        if stdout is None:
+            self._log = self.log_file.open("ab")
+            stdout = self._log
+            stderr = subprocess.STDOUT if stderr is None else stderr
+        self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, **popen)
         return self.process
 
     def wait_ready(self, timeout: float = 60) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
+        # Without the backoff cap librdkafka waits up to 10 s between connection attempts, which
+        # would add seconds after the broker is up. log_level 0: no "Connection refused" spam.
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "reconnect.backoff.max.ms": 200}
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"Kafka exited with {self.process.returncode}; see its log in {self.home}")
+                raise KafkaExited(f"Kafka exited with {self.process.returncode} before it was ready{self._log_tail()}")
             try:
                 if admin.list_topics(timeout=1).brokers:
                     return
             except KafkaException:
-                pass
+                pass  # not listening yet
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Kafka on {self.bootstrap_servers} did not answer within {timeout:.0f} s")
+                raise TimeoutError(
+                    f"Kafka on {self.bootstrap_servers} did not answer within {timeout:g} s{self._log_tail()}"
+                )
             time.sleep(0.2)
 
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return " (its output went to the caller)"
+        self._log.flush()
+        return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
+
     def stop(self, timeout: float = 20) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # a controlled shutdown: the broker closes its logs cleanly
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """SIGTERM (a controlled shutdown: logs closed cleanly, no recovery on the next start),
+        then SIGKILL if it has not exited after `timeout` seconds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> LocalKafka:
         self.start()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a local single-node Kafka broker in the foreground.")
     parser.add_argument("--home", type=Path, default=BASE_DIR / ".local" / "kafka" / "data")
     parser.add_argument("--port", type=int, default=int(os.environ.get("KAFKA_PORT", "9092")))
-    args = parser.parse_args()
-    broker = LocalKafka(args.home, port=args.port)
-    process = broker.start(stdout=sys.stdout, stderr=sys.stderr)
-    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
-    signal.signal(signal.SIGINT, lambda *_: process.terminate())
+    parser.add_argument("--controller-port", type=int, default=None)
+    parser.add_argument("--libs", type=Path, default=DEFAULT_LIBS)
+    args = parser.parse_args(argv)
+    broker = LocalKafka(args.home, port=args.port, controller_port=args.controller_port, libs=args.libs)
+    try:
+        command = broker.command("kafka.Kafka", str(broker.config_file))
+        broker.ensure_formatted()
+    except (FileNotFoundError, RuntimeError) as exc:
+        print(f"localkafka: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        # Become the JVM: same pid, signals reach java directly, its exit code is ours.
+        os.execvp(command[0], command)
+    process = subprocess.Popen(command)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: process.terminate())
     return process.wait()
 
 

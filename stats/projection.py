@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.db.models import F
 
+from foodsite.bulk import update_many
 from foodsite.events import OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import ORDERS, PAYMENTS
@@ -69,9 +70,7 @@ class SalesProjection(Projection):
 
         SalesOrder.objects.bulk_create(new.values())
         if orders:
-            SalesOrder.objects.bulk_update(
-                orders.values(), ["lines", "total", "food_cost", "placed", "paid", "counted"]
-            )
+            update_many(list(orders.values()), ["lines", "total", "food_cost", "placed", "paid", "counted"])
         if totals["orders"]:
             SalesTotals.objects.get_or_create(pk=1)
             SalesTotals.objects.filter(pk=1).update(**{k: F(k) + v for k, v in totals.items()})

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -31,25 +29,24 @@ class ConsumerCommand(BaseCommand):
         )
 
     def handle(self, *args: object, batch_size: int, until_caught_up: bool, replay: bool, **options: object) -> None:
-        on_batch = None
         runner = ConsumerRunner(self.projection_class(), batch_size=batch_size)
         if replay:
             self._refuse_if_group_running(runner.group)
             runner.reset()
-            on_batch = progress_bar(runner.backlog(), sys.stderr)
-            runner = ConsumerRunner(self.projection_class(), batch_size=batch_size, on_batch=on_batch)
+            runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))
         runner.install_signal_handlers()
         stats = runner.run(until_caught_up=until_caught_up or replay)
-        if on_batch is not None:
-            sys.stderr.write("\n")
+        if replay:
+            self.stderr.write("")  # ends the progress bar's line
         self.stdout.write(
             f"{runner.group}: applied {stats.applied}, skipped {stats.skipped}, "
             f"dead-lettered {stats.dead_lettered} in {stats.batches} batches"
         )
 
     def _refuse_if_group_running(self, group: str) -> None:
-        [future] = admin_client().describe_consumer_groups([group], request_timeout=10).values()
-        members = future.result().members
+        admin = admin_client()  # keep a reference: a collected client never completes its futures
+        [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+        members = future.result(timeout=15).members
         if members:
             raise CommandError(
                 f"group {group} has {len(members)} running member(s): stop that service before replaying, "
@@ -57,7 +54,7 @@ class ConsumerCommand(BaseCommand):
             )
 
 
-def progress_bar(total: int, stream: TextIO, width: int = 30) -> Callable[[RunStats], None]:
+def progress_bar(total: int, write: Callable[[str], None], width: int = 30) -> Callable[[RunStats], None]:
     """A one-line progress report: events done / total, rate, time left."""
     started = time.monotonic()
 
@@ -67,9 +64,8 @@ def progress_bar(total: int, stream: TextIO, width: int = 30) -> Callable[[RunSt
         rate = done / elapsed
         left = (total - done) / rate if rate and total > done else 0
         filled = int(width * min(done / total, 1)) if total else width
-        stream.write(
+        write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,} events  {rate:,.0f}/s  {left:,.0f} s left "
         )
-        stream.flush()
 
     return report

@@ -99,7 +99,7 @@ class ConsumerRunner:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = RunStats()
-        self._on_batch = on_batch
+        self.on_batch = on_batch  # called after each committed batch, e.g. a progress bar
         self._stopping = False
         # Next offset per owned partition as stored in the database; None = no row yet.
         self._positions: dict[Position, int | None] = {}
@@ -210,11 +210,15 @@ class ConsumerRunner:
         if not assignment:
             return False
         for tp in assignment:
-            try:
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            except KafkaException as exc:  # e.g. a leader moving: ask again next time
-                log.info("%s: no end offsets for %s[%d] yet: %s", self.group, tp.topic, tp.partition, exc)
-                return False
+            # Every fetch brings the partition's high watermark; asking the broker instead
+            # queues behind the consumer's long-poll fetch (fetch.wait.max.ms) per partition.
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # nothing fetched from it yet
+                try:
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                except KafkaException as exc:  # e.g. a leader moving: ask again next time
+                    log.info("%s: no end offsets for %s[%d] yet: %s", self.group, tp.topic, tp.partition, exc)
+                    return False
             position = self._positions.get((logical_name(tp.topic), tp.partition))
             if (position if position is not None else low) < high:
                 return False
@@ -286,8 +290,8 @@ class ConsumerRunner:
         self.stats.applied += len(events) - len(failed)
         self.stats.dead_lettered += len(dead)
         self.stats.skipped += skipped
-        if self._on_batch is not None:
-            self._on_batch(self.stats)
+        if self.on_batch is not None:
+            self.on_batch(self.stats)
         self._consumer.commit(
             offsets=[TopicPartition(topic_name(t), p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,
