@@ -8,7 +8,7 @@ class SalesOrder(models.Model):
     `counted` makes counting happen once, whatever order or how often the events come."""
 
     order_id = models.UUIDField(unique=True)
-    lines = models.JSONField(default=list)  # [{"dish_id", "name", "quantity", "price", "cost"}]
+    lines = models.JSONField(default=list)  # [[dish_id, name, quantity, price, cost]] until counted
     total = models.DecimalField(max_digits=10, decimal_places=2, null=True)
     food_cost = models.DecimalField(max_digits=10, decimal_places=2, null=True)
     placed = models.BooleanField(default=False)

@@ -42,10 +42,13 @@ class GroundTruth:
 
 
 class OrderStream:
-    """Produces orders; 90% are paid (payment after the order), 5% get a failed payment first."""
+    """Produces orders; by default 90% are paid (payment after the order) and 5% get a failed
+    payment first."""
 
-    def __init__(self, bootstrap_servers: str, seed: int = 7) -> None:
+    def __init__(self, bootstrap_servers: str, seed: int = 7, paid_share: float = 0.9) -> None:
         self.truth = GroundTruth()
+        self.events_sent = 0
+        self._paid_share = paid_share
         self._random = random.Random(seed)
         self._producer = Producer(
             {
@@ -75,9 +78,9 @@ class OrderStream:
         total = sum((line.price for line in lines), Decimal("0"))
         self._publish(OrderPlaced(order_id, "Customer", "Via Roma 1", lines, total))
         luck = self._random.random()
-        if luck < 0.05:
+        if luck < 0.05 and self._paid_share < 1:
             self._publish(PaymentFailed(order_id, total, "declined"))
-        if luck < 0.9:
+        if luck < self._paid_share:
             self._publish(PaymentSucceeded(order_id, total, "4242"))
             self.truth.paid_orders.add(order_id)
             self.truth.revenue += total
@@ -93,6 +96,7 @@ class OrderStream:
         while True:
             try:
                 self._producer.produce(topic_name(logical_topic), key=key.encode(), value=value)
+                self.events_sent += 1
                 return
             except BufferError:  # local queue full: let librdkafka send some
                 self._producer.poll(0.1)

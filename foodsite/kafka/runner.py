@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
@@ -38,8 +38,7 @@ class TransientError(Exception):
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError, KafkaException)
 
 
-@dataclass(frozen=True)
-class ConsumedEvent:
+class ConsumedEvent(NamedTuple):  # a tuple: created for every event, it must be cheap
     topic: str  # logical name, e.g. "orders"
     partition: int
     offset: int
@@ -96,6 +95,7 @@ class ConsumerRunner:
     ) -> None:
         self.projection = projection
         self.group = group_name(projection.group)
+        self._logical = {topic_name(t): t for t in projection.topics}  # real name -> logical
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = RunStats()
@@ -260,7 +260,7 @@ class ConsumerRunner:
                     raise KafkaException(error)
                 log.warning("%s: consumer error: %s", self.group, error)
                 continue
-            position = (logical_name(message.topic()), message.partition())
+            position = (self._logical[message.topic()], message.partition())
             if position not in self._positions:
                 continue  # fetched before its partition was revoked; its new owner reads it
             next_offsets[position] = message.offset() + 1
