@@ -15,7 +15,7 @@ class ConsumerCommand(BaseCommand):
     projection_class: type[Projection]
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--batch-size", type=int, default=500)
+        parser.add_argument("--batch-size", type=int, default=1000)
         parser.add_argument(
             "--until-caught-up",
             action="store_true",

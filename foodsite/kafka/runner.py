@@ -88,7 +88,7 @@ class ConsumerRunner:
         self,
         projection: Projection,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         poll_timeout: float = 0.5,
         consumer_config: dict | None = None,
         on_batch: Callable[[RunStats], None] | None = None,
