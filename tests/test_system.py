@@ -97,10 +97,12 @@ def reload_until(page: Page, locator: str, timeout: float = 30) -> None:
 
 
 def test_the_launcher_prints_the_demo_credentials_and_every_process(stack):
-    output = stack.output()
-    assert "demo users: courier / foodsite-demo   staff / foodsite-demo" in output
+    assert "demo users: courier / foodsite-demo   staff / foodsite-demo" in stack.output()
+    deadline = time.monotonic() + 30  # the consumers may log their first line just after "ready"
     for name in ("kafka", "migrate", "init-kafka", "seed", "web", "deliveries", "stats"):
-        assert re.search(rf"^\S+ {re.escape(name)}\s+\|", output, re.MULTILINE), f"no log line from {name}"
+        while not re.search(rf"^\S+ {re.escape(name)}\s+\|", stack.output(), re.MULTILINE):
+            assert time.monotonic() < deadline, f"no log line from {name}"
+            time.sleep(0.2)
 
 
 def test_an_order_paid_in_the_browser_reaches_courier_and_stats_pages(stack, browser):
