@@ -6,6 +6,8 @@ import re
 
 from django.test import Client
 
+from tests.factories import PASSWORD
+
 GOOD_CARD = {"holder": "Ada Lovelace", "number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
 
 
@@ -20,3 +22,9 @@ def place_order(client: Client, quantities: dict, name: str = "Ada", address: st
 def pay_order(client: Client, order_id: str) -> None:
     response = client.post(f"/orders/{order_id}/pay/", GOOD_CARD)
     assert response.status_code == 302, response.content.decode()[:2000]
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client

@@ -5,20 +5,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
 from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent
-from tests.factories import PASSWORD, CourierFactory, DishFactory, UserFactory
-from tests.web import pay_order, place_order
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
+from tests.factories import CourierFactory, DishFactory, UserFactory
+from tests.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)

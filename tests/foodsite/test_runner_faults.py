@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -223,3 +224,32 @@ def test_consumers_ride_out_a_broker_restart(tmp_path, settings):
             services.close()
     finally:
         broker.stop()
+
+
+def test_copies_split_the_partitions_and_one_beyond_the_partition_count_sits_idle(kafka, services):
+    copies = [services.start("consume_stats") for _ in range(kafka.partitions + 1)]
+
+    def last_assignments() -> list[str | None]:
+        found = []
+        for process in copies:
+            lines = re.findall(r" assigned (.*)$", services.log_files[process.pid].read_text(), re.MULTILINE)
+            found.append(lines[-1] if lines else None)
+        return found
+
+    deadline = time.monotonic() + 60
+    while True:  # until every copy has joined and the group is stable
+        before = last_assignments()
+        time.sleep(3)
+        if None not in before and before == last_assignments():
+            break
+        assert time.monotonic() < deadline, f"group never settled: {before}"
+
+    assignments = last_assignments()
+    assert assignments.count("nothing") == 1
+    for assignment in assignments:
+        if assignment != "nothing":
+            # Range assignment: each busy copy has one partition number of both topics.
+            [orders, payments] = sorted(assignment.split(", "))
+            assert orders.split("orders")[1] == payments.split("payments")[1]
+    for process in copies:
+        assert services.stop(process) == 0

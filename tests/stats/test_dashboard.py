@@ -4,20 +4,13 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from django.test import Client
 
 from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent
 from stats.models import DishSales, SalesTotals
 from stats.projection import SalesProjection
-from tests.factories import PASSWORD, CourierFactory, DishFactory, StaffFactory
-from tests.web import pay_order, place_order
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
+from tests.factories import CourierFactory, DishFactory, StaffFactory
+from tests.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)
