@@ -21,3 +21,23 @@ class ConsumerOffset(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group} {self.topic}[{self.partition}] @ {self.next_offset}"
+
+
+class OutboxEvent(models.Model):
+    """An event written in the same transaction as the change it describes, sent to Kafka
+    after the commit. An order the customer was told about can therefore not be lost, even
+    while Kafka is down: the relay sends whatever is still unsent (foodsite.outbox)."""
+
+    id = models.UUIDField(primary_key=True)  # the event's id: consumers de-duplicate by it
+    topic = models.CharField(max_length=200)  # logical name
+    key = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=100)
+    value = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.key} {'sent' if self.sent_at else 'pending'}"

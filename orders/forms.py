@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from datetime import date
 
 from django import forms
@@ -17,6 +18,9 @@ class OrderForm(forms.Form):
 
     customer_name = forms.CharField(label="Your name", max_length=100)
     address = forms.CharField(label="Delivery address", max_length=300)
+    idempotency_key = forms.CharField(
+        widget=forms.HiddenInput, max_length=64, required=False, initial=lambda: uuid.uuid4().hex
+    )
 
     def __init__(self, *args: object, dishes: list[Dish], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

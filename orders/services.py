@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
+from foodsite import outbox
 from foodsite.events import Event, OrderPlaced, PaymentFailed, PaymentSucceeded
 from foodsite.events import OrderLine as OrderLineEvent
-from foodsite.kafka.producer import get_publisher
 from orders.models import Dish, Order, OrderLine, Payment
 
 MAX_QUANTITY = 50
@@ -34,8 +34,17 @@ class OrderNotPayable(Exception):
     """The order cannot be paid (already paid). Carries a message for the customer."""
 
 
-def place_order(*, customer_name: str, address: str, items: list[CartItem]) -> Order:
-    """Create the order at the menu's prices and publish `order.placed` once committed."""
+def place_order(
+    *, customer_name: str, address: str, items: list[CartItem], idempotency_key: str | None = None
+) -> Order:
+    """Create the order at the menu's prices; `order.placed` goes out through the outbox.
+
+    The same idempotency key (one per rendering of the order form) gives back the order it
+    already created: a double click or a browser retry does not order twice."""
+    if idempotency_key:
+        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
     if not items:
         raise ValidationError("Your cart is empty: choose at least one dish.")
     for item in items:
@@ -46,30 +55,40 @@ def place_order(*, customer_name: str, address: str, items: list[CartItem]) -> O
     if unknown:
         raise ValidationError(f"Unknown dish: {unknown[0]}.")
 
-    with transaction.atomic():
-        total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
-        order = Order.objects.create(customer_name=customer_name, address=address, total=total)
-        lines = OrderLine.objects.bulk_create(
-            OrderLine(
-                order=order,
-                dish=dishes[i.dish_id],
-                name=dishes[i.dish_id].name,
-                quantity=i.quantity,
-                unit_price=dishes[i.dish_id].price,
-                unit_cost=dishes[i.dish_id].food_cost,
+    try:
+        with transaction.atomic():
+            total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
+            order = Order.objects.create(
+                customer_name=customer_name, address=address, total=total, idempotency_key=idempotency_key or None
             )
-            for i in items
-        )
-        event = Event(
-            OrderPlaced(
-                order_id=str(order.id),
-                customer_name=customer_name,
-                address=address,
-                lines=[OrderLineEvent(ln.dish_id, ln.name, ln.quantity, ln.unit_price, ln.unit_cost) for ln in lines],
-                total=total,
+            lines = OrderLine.objects.bulk_create(
+                OrderLine(
+                    order=order,
+                    dish=dishes[i.dish_id],
+                    name=dishes[i.dish_id].name,
+                    quantity=i.quantity,
+                    unit_price=dishes[i.dish_id].price,
+                    unit_cost=dishes[i.dish_id].food_cost,
+                )
+                for i in items
             )
-        )
-        transaction.on_commit(lambda: get_publisher().publish(event))
+            event = Event(
+                OrderPlaced(
+                    order_id=str(order.id),
+                    customer_name=customer_name,
+                    address=address,
+                    lines=[
+                        OrderLineEvent(ln.dish_id, ln.name, ln.quantity, ln.unit_price, ln.unit_cost) for ln in lines
+                    ],
+                    total=total,
+                )
+            )
+            outbox.enqueue(event)
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        # The same form submitted twice at the same instant: the other request created it.
+        return Order.objects.get(idempotency_key=idempotency_key)
     return order
 
 
@@ -94,5 +113,5 @@ def pay_order(*, order: Order, card: Card) -> Payment:
             order.status = Order.Status.PAID
             payment = Payment.objects.create(order=order, amount=order.total, card_last4=last4, succeeded=True)
             event = Event(PaymentSucceeded(order_id=str(order.id), amount=order.total, card_last4=last4))
-        transaction.on_commit(lambda: get_publisher().publish(event))
+        outbox.enqueue(event)
     return payment

@@ -21,6 +21,7 @@ def menu(request: HttpRequest) -> HttpResponse:
                     customer_name=form.cleaned_data["customer_name"],
                     address=form.cleaned_data["address"],
                     items=form.cleaned_data["items"],
+                    idempotency_key=form.cleaned_data["idempotency_key"],
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)

@@ -41,18 +41,30 @@ class EventPublisher:
     def __init__(self, config: dict) -> None:
         self._producer = Producer(config)
         self._closing = threading.Event()
+        self._after_poll: list[Callable[[], None]] = []
         self._poller = threading.Thread(target=self._poll_forever, name="kafka-producer-poll", daemon=True)
         self._poller.start()
 
     def publish(self, event: Event, on_delivery: DeliveryCallback | None = None) -> None:
         """Queue an event on its topic, keyed by its order id. Does not wait for the broker."""
+        self.publish_encoded(event.payload.TOPIC, event.key, event.to_json(), event.type, on_delivery)
+
+    def publish_encoded(
+        self, topic: str, key: str, value: bytes, event_type: str, on_delivery: DeliveryCallback | None = None
+    ) -> None:
+        """Queue an already encoded event (the outbox keeps events encoded)."""
         self._producer.produce(
-            topic_name(event.payload.TOPIC),
-            key=event.key.encode(),
-            value=event.to_json(),
-            headers=[("content-type", CONTENT_TYPE_JSON), ("event-type", event.type)],
+            topic_name(topic),
+            key=key.encode(),
+            value=value,
+            headers=[("content-type", CONTENT_TYPE_JSON), ("event-type", event_type)],
             on_delivery=on_delivery or _log_delivery,
         )
+
+    def after_poll(self, hook: Callable[[], None]) -> None:
+        """Run `hook` in the poll thread after each poll (e.g. to record deliveries in bulk)."""
+        if hook not in self._after_poll:
+            self._after_poll.append(hook)
 
     def flush(self, timeout: float = 10) -> int:
         """Wait for queued events; returns how many are still undelivered."""
@@ -67,6 +79,11 @@ class EventPublisher:
     def _poll_forever(self) -> None:
         while not self._closing.is_set():
             self._producer.poll(0.5)
+            for hook in self._after_poll:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("after-poll hook failed")
 
 
 def _log_delivery(error: KafkaError | None, message: Message) -> None:
@@ -88,11 +105,11 @@ def get_publisher() -> EventPublisher:
         return _publisher
 
 
-def reset_publisher() -> None:
+def reset_publisher(flush_timeout: float = 10) -> None:
     """Flush and drop the process-wide publisher (tests switch brokers and settings)."""
     global _publisher
     with _lock:
         if _publisher is not None:
-            _publisher.close()
+            _publisher.close(flush_timeout)
             atexit.unregister(_publisher.close)
             _publisher = None

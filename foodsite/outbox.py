@@ -1,0 +1,91 @@
+"""Transactional outbox: events are stored with the change they describe and sent after it
+commits, so "order received" always means the event will reach Kafka.
+
+    with transaction.atomic():
+        order = Order.objects.create(...)
+        outbox.enqueue(Event(OrderPlaced(...)))
+
+After the commit the event goes straight to the process's producer; its delivery report
+marks the row sent. Whatever is still unsent a few seconds later (Kafka down, the web
+process killed) is sent by `relay_pending()`, run by `manage.py relay_outbox`. An event can
+be sent twice (sent, then the process dies before marking it): consumers de-duplicate by
+event id or are idempotent, as docs/architecture.md describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from confluent_kafka import KafkaError, Message
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from foodsite.events import Event
+from foodsite.kafka.producer import get_publisher
+from foodsite.models import OutboxEvent
+
+log = logging.getLogger(__name__)
+
+_delivered: list[str] = []  # event ids acknowledged by Kafka, not yet marked sent
+_delivered_lock = threading.Lock()
+
+
+def enqueue(event: Event) -> None:
+    """Store the event in the caller's transaction; send it once that transaction commits."""
+    row = OutboxEvent.objects.create(
+        id=event.id, topic=event.payload.TOPIC, key=event.key, event_type=event.type, value=event.to_json()
+    )
+    transaction.on_commit(lambda: send([row]))
+
+
+def send(rows: Iterable[OutboxEvent]) -> None:
+    publisher = get_publisher()
+    publisher.after_poll(mark_delivered)
+    for row in rows:
+        publisher.publish_encoded(row.topic, row.key, bytes(row.value), row.event_type, _on_delivery(str(row.id)))
+
+
+def _on_delivery(event_id: str) -> Callable[[KafkaError | None, Message], None]:
+    def report(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            log.warning("event %s not delivered yet (%s); the relay will send it again", event_id, error)
+            return
+        with _delivered_lock:
+            _delivered.append(event_id)
+
+    return report
+
+
+def mark_delivered() -> int:
+    """Mark the acknowledged events sent, in one UPDATE (called from the producer's poll thread)."""
+    with _delivered_lock:
+        ids = _delivered[:]
+        _delivered.clear()
+    if not ids:
+        return 0
+    close_old_connections()
+    try:
+        return OutboxEvent.objects.filter(id__in=ids, sent_at__isnull=True).update(sent_at=timezone.now())
+    except Exception:
+        with _delivered_lock:  # try again after the next poll
+            _delivered.extend(ids)
+        raise
+
+
+def relay_pending(older_than: timedelta = timedelta(seconds=5), limit: int = 5000, timeout: float = 30) -> int:
+    """Send the events still unsent after `older_than` (oldest first, so per key in order)
+    and wait for Kafka's acknowledgements. Returns how many were sent."""
+    rows = list(
+        OutboxEvent.objects.filter(sent_at__isnull=True, created_at__lte=timezone.now() - older_than).order_by(
+            "created_at"
+        )[:limit]
+    )
+    if not rows:
+        return 0
+    send(rows)
+    undelivered = get_publisher().flush(timeout)
+    mark_delivered()
+    return len(rows) - undelivered
