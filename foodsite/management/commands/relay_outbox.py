@@ -25,6 +25,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        if not once:
+            self.stdout.write(f"relaying outbox events unsent after {older_than:g} s, every {every:g} s")
         while not stopping:
             sent = relay_pending(older_than=timedelta(seconds=older_than))
             if sent or once:
