@@ -75,7 +75,7 @@ def mark_delivered() -> int:
         raise
 
 
-def relay_pending(older_than: timedelta = timedelta(seconds=5), limit: int = 5000, timeout: float = 30) -> int:
+def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30) -> int:
     """Send the events still unsent after `older_than` (oldest first, so per key in order)
     and wait for Kafka's acknowledgements. Returns how many were sent."""
     rows = list(

@@ -159,10 +159,18 @@ KAFKA_PRODUCER = {
     "acks": os.environ.get("KAFKA_ACKS", "all"),
     "enable.idempotence": env_bool("KAFKA_IDEMPOTENCE", True),
     "retries": int(os.environ.get("KAFKA_RETRIES", "2147483647")),
-    "delivery.timeout.ms": int(os.environ.get("KAFKA_DELIVERY_TIMEOUT_MS", "300000")),
+    # Short on purpose: an event Kafka has not acknowledged by then is the outbox relay's
+    # job, and the relay must not send what a producer still holds (a duplicate).
+    "delivery.timeout.ms": int(os.environ.get("KAFKA_DELIVERY_TIMEOUT_MS", "10000")),
     "linger.ms": int(os.environ.get("KAFKA_LINGER_MS", "5")),
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
+
+# The relay sends outbox events still unsent this long after their commit: past the
+# producer's delivery timeout, so that the producer has given up on them first.
+OUTBOX_RELAY_AFTER_S = float(
+    os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5)
+)
 
 LOGGING = {
     "version": 1,

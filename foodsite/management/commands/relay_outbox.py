@@ -2,6 +2,7 @@ import signal
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections
 
@@ -14,7 +15,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="One pass, then exit.")
         parser.add_argument("--every", type=float, default=5.0, help="Seconds between passes.")
-        parser.add_argument("--older-than", type=float, default=5.0, help="Leave younger events to the web process.")
+        parser.add_argument(
+            "--older-than",
+            type=float,
+            default=settings.OUTBOX_RELAY_AFTER_S,
+            help="Leave younger events to the producer that queued them (default: OUTBOX_RELAY_AFTER_S).",
+        )
 
     def handle(self, *args: object, once: bool, every: float, older_than: float, **options: object) -> None:
         stopping = False

@@ -1,0 +1,106 @@
+"""Project processes started for real (consumers, web, relay) against one SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+RESULTS = """
+import json
+from deliveries.selectors import deliveries_to_make
+from stats.selectors import dish_sales, sales_totals
+t = sales_totals()
+print(json.dumps({
+    "orders": t.orders, "revenue": str(t.revenue), "food_cost": str(t.food_cost),
+    "dishes": {str(d.dish_id): d.quantity for d in sorted(dish_sales(), key=lambda d: d.dish_id)},
+    "deliveries": sorted(str(d.order_id) for d in deliveries_to_make()),
+}))
+"""
+
+
+class Services:
+    """Consumer processes sharing one SQLite file, as `make run` starts them."""
+
+    def __init__(self, home: Path, bootstrap_servers: str) -> None:
+        self.env = {
+            **os.environ,
+            "FOODSITE_HOME": str(home),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "KAFKA_TOPIC_PREFIX": settings.KAFKA_TOPIC_PREFIX,
+            "KAFKA_GROUP_PREFIX": settings.KAFKA_GROUP_PREFIX,
+            # The broker's minimum: a killed member's partitions move on after 6 s.
+            "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.logs = home / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.python = sys.executable
+        self.running: list[subprocess.Popen] = []
+        self.log_files: dict[int, Path] = {}
+        self.manage("migrate", "--noinput")
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def start(self, command: str, *args: str) -> subprocess.Popen:
+        """A manage.py command (consumers get small batches, to make more of them)."""
+        if command.startswith("consume_") and not args:
+            args = ("--batch-size", "200")
+        return self.spawn(command, [sys.executable, "manage.py", command, *args])
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        path = self.logs / f"{name}-{len(self.running)}.log"
+        with path.open("wb") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=BASE_DIR,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.running.append(process)
+        self.log_files[process.pid] = path
+        return process
+
+    def stop(self, process: subprocess.Popen) -> int:
+        """SIGTERM once the service runs (during Django's start-up nothing handles it yet)."""
+        log = self.log_files[process.pid]
+        deadline = time.monotonic() + 30
+        while " consuming " not in log.read_text(errors="replace") and process.poll() is None:
+            assert time.monotonic() < deadline, "service never started consuming"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=30)
+
+    def catch_up(self) -> None:
+        """Stop nothing; run each service once more until it has read everything, then exit."""
+        for command in ("consume_stats", "consume_deliveries"):
+            self.manage(command, "--until-caught-up")
+
+    def results(self) -> dict:
+        # The last line: Django's shell may print a banner first.
+        return json.loads(self.manage("shell", "-c", RESULTS).strip().splitlines()[-1])
+
+    def close(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -1,0 +1,121 @@
+"""Kafka down while customers order: every request still succeeds, and once the broker is
+back the outbox relay gets every event onto its topic exactly once, and the courier and
+staff pages show every order. Real processes: daphne, the consumers, the relay."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+
+from foodsite.events import decode
+from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
+from foodsite.launcher import wait_http
+from foodsite.localkafka import LocalKafka, free_port
+from tests.kafka_support import KafkaTestBed
+from tests.processes import Services
+
+pytestmark = pytest.mark.system
+ORDERS = 200
+
+
+def form_fields(html: str) -> dict:
+    return {
+        "csrfmiddlewaretoken": re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1),
+        "idempotency_key": re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1),
+    }
+
+
+def order_and_pay(session: requests.Session, url: str) -> None:
+    menu = session.get(url).text
+    dish = re.search(r'name="qty-(\d+)"', menu).group(1)
+    placed = session.post(
+        url,
+        data={**form_fields(menu), "customer_name": "Ada", "address": "Via Roma 1", f"qty-{dish}": "1"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert placed.status_code == 302, placed.text[:500]
+    order_url = url + placed.headers["Location"]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get(order_url).text).group(1)
+    card = {"holder": "Ada", "number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
+    paid = session.post(
+        f"{order_url}pay/", data={"csrfmiddlewaretoken": token, **card}, allow_redirects=False, timeout=10
+    )
+    assert paid.status_code == 302, paid.text[:500]
+
+
+def logged_in(url: str, username: str) -> requests.Session:
+    session = requests.Session()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get(f"{url}/accounts/login/").text)
+    session.post(
+        f"{url}/accounts/login/",
+        data={"csrfmiddlewaretoken": token.group(1), "username": username, "password": "foodsite-demo"},
+    )
+    return session
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(1)
+
+
+def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, settings):
+    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    broker.start()
+    broker.wait_ready()
+    settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
+    settings.KAFKA_TOPIC_PREFIX = settings.KAFKA_GROUP_PREFIX = f"outage-{uuid.uuid4().hex[:8]}-"
+    ensure_topics(admin_client(), declared_topics())
+    services = Services(tmp_path / "home", broker.bootstrap_servers)
+    try:
+        services.manage("seed_demo")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        services.spawn(
+            "web", [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
+        )
+        for command in ("consume_deliveries", "consume_stats"):
+            services.start(command)
+        services.start("relay_outbox", "--every", "1")
+        wait_http(f"{url}/healthz", timeout=60)
+
+        broker.stop()
+        customer = requests.Session()
+        started = time.monotonic()
+        for _ in range(ORDERS):
+            order_and_pay(customer, url)  # every one answered "received", Kafka or not
+        print(f"{ORDERS} orders placed and paid with Kafka down in {time.monotonic() - started:.1f} s")
+        broker.start()
+        broker.wait_ready()
+        back = time.monotonic()
+
+        bed = KafkaTestBed(broker.bootstrap_servers)
+        wait_for(lambda: len(bed.read_topic("payments")) >= ORDERS, 60, "events never reached Kafka")
+        print(f"every event on Kafka {time.monotonic() - back:.1f} s after the broker came back")
+        for topic in ("orders", "payments"):
+            ids = Counter(decode(m.value()).id for m in bed.read_topic(topic))
+            assert len(ids) == ORDERS, topic
+            assert set(ids.values()) == {1}, f"{topic}: an event was sent twice"
+
+        courier, staff = logged_in(url, "courier"), logged_in(url, "staff")
+        wait_for(
+            lambda: courier.get(f"{url}/courier/").text.count("data-order-id=") == ORDERS,
+            60,
+            "courier page never showed every order",
+        )
+        wait_for(
+            lambda: f'id="stat-orders">{ORDERS}<' in staff.get(f"{url}/stats/").text,
+            60,
+            "stats page never counted every order",
+        )
+        print(f"courier and stats pages complete {time.monotonic() - back:.1f} s after the broker came back")
+    finally:
+        services.close()
+        broker.stop()
