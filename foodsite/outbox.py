@@ -45,7 +45,13 @@ def send(rows: Iterable[OutboxEvent]) -> None:
     publisher = get_publisher()
     publisher.after_poll(mark_delivered)
     for row in rows:
-        publisher.publish_encoded(row.topic, row.key, bytes(row.value), row.event_type, _on_delivery(str(row.id)))
+        try:
+            publisher.publish_encoded(row.topic, row.key, bytes(row.value), row.event_type, _on_delivery(str(row.id)))
+        except BufferError:
+            # The producer's queue is full (a long outage): the row stays unsent for the
+            # relay; the customer's request must not fail or wait for it.
+            log.warning("producer queue full; %s left to the outbox relay", row.id)
+            return
 
 
 def _on_delivery(event_id: str) -> Callable[[KafkaError | None, Message], None]:

@@ -1,6 +1,7 @@
-"""Kafka down while customers order: every request still succeeds, and once the broker is
-back the outbox relay gets every event onto its topic exactly once, and the courier and
-staff pages show every order. Real processes: daphne, the consumers, the relay."""
+"""Kafka down while customers order: every request still succeeds; the web process is then
+killed with kill -9 (its producer's queue lost); once the broker is back the outbox relay
+gets every event onto its topic exactly once, and the courier and staff pages show every
+order. Real processes: daphne, the consumers, the relay."""
 
 from __future__ import annotations
 
@@ -78,9 +79,8 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
         services.manage("seed_demo")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        services.spawn(
-            "web", [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-        )
+        daphne = [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
+        web = services.spawn("web", daphne)
         for command in ("consume_deliveries", "consume_stats"):
             services.start(command)
         services.start("relay_outbox", "--every", "1")
@@ -92,9 +92,12 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
         for _ in range(ORDERS):
             order_and_pay(customer, url)  # every one answered "received", Kafka or not
         print(f"{ORDERS} orders placed and paid with Kafka down in {time.monotonic() - started:.1f} s")
+        web.kill()  # kill -9: whatever its producer still held dies with it; the outbox has it all
+        web.wait()
         broker.start()
         broker.wait_ready()
         back = time.monotonic()
+        services.spawn("web", daphne)
 
         bed = KafkaTestBed(broker.bootstrap_servers)
         wait_for(lambda: len(bed.read_topic("payments")) >= ORDERS, 60, "events never reached Kafka")
@@ -104,6 +107,7 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
             assert len(ids) == ORDERS, topic
             assert set(ids.values()) == {1}, f"{topic}: an event was sent twice"
 
+        wait_http(f"{url}/healthz", timeout=60)  # the restarted web process
         courier, staff = logged_in(url, "courier"), logged_in(url, "staff")
         wait_for(
             lambda: courier.get(f"{url}/courier/").text.count("data-order-id=") == ORDERS,
