@@ -94,4 +94,5 @@ def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30)
     send(rows)
     undelivered = get_publisher().flush(timeout)
     mark_delivered()
+    log.info("relayed %d outbox event(s), %d still undelivered", len(rows) - undelivered, undelivered)
     return len(rows) - undelivered

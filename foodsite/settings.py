@@ -168,9 +168,20 @@ KAFKA_PRODUCER = {
 
 # The relay sends outbox events still unsent this long after their commit: past the
 # producer's delivery timeout, so that the producer has given up on them first.
-OUTBOX_RELAY_AFTER_S = float(
-    os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5)
-)
+OUTBOX_RELAY_AFTER_S = float(os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5))
+
+# --- Celery ----------------------------------------------------------------------------
+# Embedded default: Celery's SQLAlchemy transport on a SQLite file, so no extra server. Not
+# Kafka's transport: the outbox relay exists for when Kafka is down, and its trigger must
+# not depend on Kafka. docker-compose sets a Redis URL.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"sqla+sqlite:///{LOCAL_STATE_DIR / 'celery-broker.sqlite3'}")
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+OUTBOX_RELAY_EVERY_S = float(os.environ.get("OUTBOX_RELAY_EVERY_S", "5"))
+CELERY_BEAT_SCHEDULE = {
+    "relay-outbox": {"task": "foodsite.tasks.relay_outbox", "schedule": OUTBOX_RELAY_EVERY_S},
+}
 
 LOGGING = {
     "version": 1,
@@ -178,5 +189,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "foodsite.outbox": {"level": "INFO"}},
 }

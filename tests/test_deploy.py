@@ -68,4 +68,4 @@ def test_docker_compose_file_is_valid_and_names_every_process():
         if line and not line.startswith("#")
     }
     assert procfile <= services
-    assert {"kafka", "kafka-ui", "init-kafka", "postgres"} <= services
+    assert {"kafka", "kafka-ui", "init-kafka", "postgres", "redis"} <= services

@@ -1,7 +1,7 @@
 """Kafka down while customers order: every request still succeeds; the web process is then
 killed with kill -9 (its producer's queue lost); once the broker is back the outbox relay
 gets every event onto its topic exactly once, and the courier and staff pages show every
-order. Real processes: daphne, the consumers, the relay."""
+order. Real processes: daphne, the consumers, the Celery worker with beat running the relay."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from foodsite.events import decode
+from foodsite.kafka.producer import reset_publisher
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 from foodsite.launcher import wait_http
 from foodsite.localkafka import LocalKafka, free_port
@@ -83,7 +84,23 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
         web = services.spawn("web", daphne)
         for command in ("consume_deliveries", "consume_stats"):
             services.start(command)
-        services.start("relay_outbox", "--every", "1")
+        services.env["OUTBOX_RELAY_EVERY_S"] = "1"
+        services.spawn(
+            "worker",
+            [
+                services.python,
+                "-m",
+                "celery",
+                "-A",
+                "foodsite",
+                "worker",
+                "--beat",
+                "--concurrency",
+                "1",
+                "--schedule",
+                str(tmp_path / "home" / "celerybeat"),
+            ],
+        )
         wait_http(f"{url}/healthz", timeout=60)
 
         broker.stop()
@@ -123,3 +140,4 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
     finally:
         services.close()
         broker.stop()
+        reset_publisher(flush_timeout=0)

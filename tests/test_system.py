@@ -99,7 +99,7 @@ def reload_until(page: Page, locator: str, timeout: float = 30) -> None:
 def test_the_launcher_prints_the_demo_credentials_and_every_process(stack):
     assert "demo users: courier / foodsite-demo   staff / foodsite-demo" in stack.output()
     deadline = time.monotonic() + 30  # the consumers may log their first line just after "ready"
-    for name in ("kafka", "migrate", "init-kafka", "seed", "web", "deliveries", "stats", "relay"):
+    for name in ("kafka", "migrate", "init-kafka", "seed", "web", "deliveries", "stats", "worker"):
         while not re.search(rf"^\S+ {re.escape(name)}\s+\|", stack.output(), re.MULTILINE):
             assert time.monotonic() < deadline, f"no log line from {name}"
             time.sleep(0.2)

@@ -28,6 +28,8 @@ def producer_config() -> dict:
         # Java's default partitioner, so a key lands on the same partition whichever client
         # produced it (the Python client's default is CRC32).
         "partitioner": "murmur2_random",
+        # librdkafka's own messages through Python logging, not raw lines on stderr.
+        "logger": logging.getLogger("librdkafka.producer"),
         **settings.KAFKA_PRODUCER,
     }
     if str(config["acks"]) not in {"all", "-1"} and config.get("enable.idempotence"):

@@ -115,6 +115,7 @@ class ConsumerRunner:
                 "partition.assignment.strategy": "range",
                 # A killed member gives its partitions back within seconds instead of 45 s.
                 "session.timeout.ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
+                "logger": logging.getLogger("librdkafka.consumer"),
                 **(consumer_config or {}),
             }
         )
@@ -123,6 +124,7 @@ class ConsumerRunner:
                 "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 "enable.idempotence": True,
                 "acks": "all",
+                "logger": logging.getLogger("librdkafka.dead_letters"),
             }
         )
 

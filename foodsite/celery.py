@@ -1,0 +1,11 @@
+"""The Celery app: background tasks (today the outbox relay, run by beat every few seconds)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
+
+app = Celery("foodsite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["foodsite"])
