@@ -84,9 +84,45 @@ class PaymentFailed:
     reason: str
 
 
-Payload = OrderPlaced | PaymentSucceeded | PaymentFailed
+@dataclass(frozen=True)
+class DeliveryClaimed:
+    """A courier took the delivery of a paid order."""
+
+    TYPE: ClassVar[str] = "delivery.claimed"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "delivery-status"
+
+    order_id: str
+    courier: str  # the courier's username
+
+
+@dataclass(frozen=True)
+class DeliveryPickedUp:
+    """The courier has the food: the order is out for delivery."""
+
+    TYPE: ClassVar[str] = "delivery.picked_up"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "delivery-status"
+
+    order_id: str
+    courier: str
+
+
+@dataclass(frozen=True)
+class DeliveryDelivered:
+    TYPE: ClassVar[str] = "delivery.delivered"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = "delivery-status"
+
+    order_id: str
+    courier: str
+
+
+DeliveryStatusChanged = DeliveryClaimed | DeliveryPickedUp | DeliveryDelivered
+Payload = OrderPlaced | PaymentSucceeded | PaymentFailed | DeliveryStatusChanged
 PAYLOAD_TYPES: dict[tuple[str, int], type] = {
-    (cls.TYPE, cls.VERSION): cls for cls in (OrderPlaced, PaymentSucceeded, PaymentFailed)
+    (cls.TYPE, cls.VERSION): cls
+    for cls in (OrderPlaced, PaymentSucceeded, PaymentFailed, DeliveryClaimed, DeliveryPickedUp, DeliveryDelivered)
 }
 
 
