@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import types
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, get_type_hints
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 CONTENT_TYPE_JSON = "application/json"
 
@@ -56,6 +57,8 @@ class OrderPlaced:
     address: str
     lines: list[OrderLine]
     total: Decimal
+    # Optional, added in version 1: events produced before it decode with None.
+    email: str | None = None
 
     @property
     def food_cost(self) -> Decimal:
@@ -206,12 +209,21 @@ def _from_plain(cls: type, data: Any, path: str) -> Any:
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
+            # An optional field added later has a default: older events simply lack it.
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
             raise InvalidEvent(f"{path}.{f.name} is missing")
         kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{path}.{f.name}")
     return cls(**kwargs)
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
+    if get_origin(hint) in (types.UnionType, Union):
+        # Only `X | None` is supported: an optional field, null or an X.
+        options = [arg for arg in get_args(hint) if arg is not type(None)]
+        if len(options) != 1 or len(get_args(hint)) != 2:
+            raise TypeError(f"unsupported field type {hint!r} at {path}")  # a schema bug
+        return None if value is None else _coerce(options[0], value, path)
     if hint is Decimal:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise InvalidEvent(f"{path} must be a decimal string")

@@ -1,5 +1,6 @@
 """The event envelope and its validation: pure logic, no broker."""
 
+import dataclasses
 import json
 from decimal import Decimal
 
@@ -63,3 +64,21 @@ def envelope_with(**changes) -> bytes:
 def test_malformed_events_are_refused_with_the_reason(value, reason):
     with pytest.raises(InvalidEvent, match=reason.replace("[", r"\[").replace("]", r"\]")):
         decode(value)
+
+
+def test_an_order_without_email_decodes_with_none_and_older_events_lacking_the_field_still_decode():
+    assert decode(order_placed().to_json()).payload.email is None
+    older = envelope_with(data__email=...)  # produced before the field existed
+    assert "email" not in json.loads(older)["data"]
+    assert decode(older).payload.email is None
+
+
+def test_an_order_email_round_trips():
+    event = Event(dataclasses.replace(order_placed().payload, email="ada@example.com"))
+    assert json.loads(event.to_json())["data"]["email"] == "ada@example.com"
+    assert decode(event.to_json()) == event
+
+
+def test_an_optional_field_still_refuses_the_wrong_type():
+    with pytest.raises(InvalidEvent, match=r"data\.email must be a string"):
+        decode(envelope_with(data__email=42))
