@@ -9,6 +9,8 @@ class Delivery(models.Model):
 
     class Status(models.TextChoices):
         TO_DELIVER = "to_deliver", "To deliver"
+        CLAIMED = "claimed", "Claimed"
+        OUT_FOR_DELIVERY = "out_for_delivery", "Out for delivery"
         DELIVERED = "delivered", "Delivered"
 
     order_id = models.UUIDField(unique=True)
@@ -19,6 +21,11 @@ class Delivery(models.Model):
     placed_at = models.DateTimeField(null=True)
     paid_at = models.DateTimeField(null=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.TO_DELIVER)
+    # From the couriers' delivery-status events; the first claim in the log wins.
+    courier = models.CharField(max_length=150, blank=True)
+    claimed_at = models.DateTimeField(null=True)
+    picked_up_at = models.DateTimeField(null=True)
+    delivered_at = models.DateTimeField(null=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

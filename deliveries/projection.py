@@ -1,20 +1,46 @@
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from deliveries.models import Delivery
 from foodsite.bulk import update_many
-from foodsite.events import OrderPlaced, PaymentSucceeded
+from foodsite.events import (
+    DeliveryClaimed,
+    DeliveryDelivered,
+    DeliveryPickedUp,
+    DeliveryStatusChanged,
+    OrderPlaced,
+    PaymentSucceeded,
+)
 from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import ORDERS, PAYMENTS
+from foodsite.kafka.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
+from foodsite.live import courier_stream, order_stream
+
+log = logging.getLogger(__name__)
+
+UPDATED_FIELDS = [
+    "customer_name",
+    "address",
+    "items",
+    "total",
+    "placed_at",
+    "paid_at",
+    "status",
+    "courier",
+    "claimed_at",
+    "picked_up_at",
+    "delivered_at",
+]
 
 
 class DeliveryProjection(Projection):
-    """Deliveries to make: an order becomes one once it is both placed and paid."""
+    """Deliveries to make: an order becomes one once it is both placed and paid; couriers'
+    delivery-status events then move it along (claimed, out for delivery, delivered)."""
 
     group = "deliveries"
-    topics = (ORDERS, PAYMENTS)
-    handles = (OrderPlaced, PaymentSucceeded)
+    topics = (ORDERS, PAYMENTS, DELIVERY_STATUS)
+    handles = (OrderPlaced, PaymentSucceeded, DeliveryClaimed, DeliveryPickedUp, DeliveryDelivered)
 
     def reset(self) -> None:
         Delivery.objects.all().delete()
@@ -33,8 +59,40 @@ class DeliveryProjection(Projection):
                 delivery.items = [{"name": line.name, "quantity": line.quantity} for line in payload.lines]
                 delivery.total = payload.total
                 delivery.placed_at = consumed.event.occurred_at
-            else:
+            elif isinstance(payload, PaymentSucceeded):
                 delivery.paid_at = consumed.event.occurred_at
+            else:
+                _apply_courier_step(delivery, payload, consumed)
         Delivery.objects.bulk_create(new.values())
         if existing:
-            update_many(list(existing.values()), ["customer_name", "address", "items", "total", "placed_at", "paid_at"])
+            update_many(list(existing.values()), UPDATED_FIELDS)
+
+    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
+        return {courier_stream()} | {order_stream(e.payload.order_id) for e in events}
+
+
+def _apply_courier_step(delivery: Delivery, step: DeliveryStatusChanged, consumed: ConsumedEvent) -> None:
+    """One order's status events share a partition, so they arrive in the order couriers sent
+    them: the first claim in the log wins and only its courier moves the delivery on. A step
+    that loses a race (two couriers claimed at once) is logged and changes nothing; it is a
+    valid event, not a dead letter. Whether the order itself was read yet does not matter:
+    during a replay the topics are read at different speeds."""
+    at = consumed.event.occurred_at
+    if isinstance(step, DeliveryClaimed):
+        if not delivery.courier:
+            delivery.courier, delivery.claimed_at = step.courier, at
+            if delivery.status == Delivery.Status.TO_DELIVER:
+                delivery.status = Delivery.Status.CLAIMED
+        elif delivery.courier != step.courier:
+            log.info("order %s: claim by %s ignored, %s has it", step.order_id, step.courier, delivery.courier)
+        return
+    if delivery.courier != step.courier:
+        log.info("order %s: %s by %s ignored, %r has it", step.order_id, step.TYPE, step.courier, delivery.courier)
+        return
+    if isinstance(step, DeliveryPickedUp) and delivery.picked_up_at is None:
+        delivery.picked_up_at = at
+        if delivery.status != Delivery.Status.DELIVERED:
+            delivery.status = Delivery.Status.OUT_FOR_DELIVERY
+    elif isinstance(step, DeliveryDelivered) and delivery.delivered_at is None:
+        delivery.delivered_at = at
+        delivery.status = Delivery.Status.DELIVERED

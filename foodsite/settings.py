@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     "orders",
     "deliveries",
     "stats",
+    "notifications",
+    "recommendations",
 ]
 
 MIDDLEWARE = [
@@ -166,6 +168,17 @@ KAFKA_PRODUCER = {
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
 
+# How this deployment's producers encode events: "json" or "avro" (schemas in
+# foodsite/schemas/). Consumers read both whatever this says: the content-type header tells.
+EVENT_FORMAT = os.environ.get("EVENT_FORMAT", "json").strip().lower()
+if EVENT_FORMAT not in {"json", "avro"}:
+    raise ImproperlyConfigured(f"EVENT_FORMAT must be json or avro, not {EVENT_FORMAT!r}.")
+
+# Live pages (foodsite.live): consumers announce changes on the live-updates topic; each web
+# process forwards them to its own websockets through the in-memory layer.
+LIVE_UPDATES_RETENTION_MS = int(os.environ.get("LIVE_UPDATES_RETENTION_MS", str(3600 * 1000)))
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
 # The relay sends outbox events still unsent this long after their commit: past the
 # producer's delivery timeout, so that the producer has given up on them first.
 OUTBOX_RELAY_AFTER_S = float(os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5))
@@ -179,9 +192,32 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 OUTBOX_RELAY_EVERY_S = float(os.environ.get("OUTBOX_RELAY_EVERY_S", "5"))
+# A notification still unsent this long after it was recorded (its task never ran: worker
+# or Celery broker down, retries exhausted) is queued again by beat's sweep, this often.
+NOTIFICATIONS_SEND_AFTER_S = float(os.environ.get("NOTIFICATIONS_SEND_AFTER_S", "60"))
+NOTIFICATIONS_SWEEP_EVERY_S = float(os.environ.get("NOTIFICATIONS_SWEEP_EVERY_S", "30"))
 CELERY_BEAT_SCHEDULE = {
     "relay-outbox": {"task": "foodsite.tasks.relay_outbox", "schedule": OUTBOX_RELAY_EVERY_S},
+    "send-unsent-notifications": {"task": "notifications.tasks.send_unsent", "schedule": NOTIFICATIONS_SWEEP_EVERY_S},
 }
+
+# --- Email (the notifications service) -------------------------------------------------
+# Locally every email is a file under .local/emails/ (nothing leaves the machine); set
+# EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST... for real mail.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = LOCAL_STATE_DIR / "emails"
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+# Below the sending claim's 5-minute lease (notifications.services.CLAIM_LEASE).
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "30"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Foodsite <orders@foodsite.localhost>")
+
+# --- Recommendations -------------------------------------------------------------------
+# "Popular now" on the menu: units ordered per dish in this many last minutes.
+RECOMMENDATIONS_POPULAR_WINDOW_MIN = int(os.environ.get("RECOMMENDATIONS_POPULAR_WINDOW_MIN", "60"))
 
 LOGGING = {
     "version": 1,

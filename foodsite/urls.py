@@ -12,6 +12,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", orders_views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/pay/", orders_views.pay, name="order-pay"),
     path("courier/", deliveries_views.courier, name="courier"),
+    path("courier/<uuid:order_id>/<slug:step>/", deliveries_views.courier_step, name="courier-step"),
     path("stats/", stats_views.dashboard, name="stats"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -11,6 +11,7 @@ from foodsite.bulk import insert_many, update_many
 from foodsite.events import OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import ORDERS, PAYMENTS
+from foodsite.live import stats_stream
 from stats.models import DishSales, SalesOrder, SalesTotals
 
 ZERO = Decimal("0")
@@ -31,6 +32,9 @@ class SalesProjection(Projection):
     def reset(self) -> None:
         for model in (SalesOrder, DishSales, SalesTotals):
             model.objects.all().delete()
+
+    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
+        return {stats_stream()}
 
     def apply(self, events: list[ConsumedEvent]) -> None:
         placed: dict[UUID, OrderPlaced] = {}

@@ -25,6 +25,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, close_ol
 
 from foodsite.events import Event, InvalidEvent, decode
 from foodsite.kafka.topics import dead_letter_topic, group_name, logical_name, topic_name
+from foodsite.live import announce
 from foodsite.models import ConsumerOffset
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Projection(ABC):
     def reset(self) -> None:
         """Delete everything the projection wrote (before a replay). Runs in a transaction."""
 
+    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
+        """The live pages this committed batch changed (foodsite.live); none by default."""
+        return set()
+
 
 @dataclass
 class RunStats:
@@ -89,7 +94,7 @@ class ConsumerRunner:
         projection: Projection,
         *,
         batch_size: int = 1000,
-        poll_timeout: float = 0.5,
+        poll_timeout: float = 0.2,
         consumer_config: dict | None = None,
         on_batch: Callable[[RunStats], None] | None = None,
     ) -> None:
@@ -119,7 +124,7 @@ class ConsumerRunner:
                 **(consumer_config or {}),
             }
         )
-        self._dead_letters = Producer(
+        self._producer = Producer(  # dead letters and live notices
             {
                 "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 "enable.idempotence": True,
@@ -158,7 +163,7 @@ class ConsumerRunner:
                 close_old_connections()
         finally:
             self._consumer.close()
-            self._dead_letters.flush(10)
+            self._producer.flush(10)
             close_old_connections()
         return self.stats
 
@@ -267,7 +272,7 @@ class ConsumerRunner:
                 continue  # fetched before its partition was revoked; its new owner reads it
             next_offsets[position] = message.offset() + 1
             try:
-                event = decode(message.value())
+                event = decode(message.value(), content_type=_header(message, "content-type"))
             except InvalidEvent as exc:
                 dead.append((message, str(exc)))
                 continue
@@ -288,6 +293,9 @@ class ConsumerRunner:
             self._save_positions(next_offsets)
 
         self._positions.update(next_offsets)
+        if len(events) > len(failed):
+            # After the commit: a page re-read now sees the change.
+            announce(self._producer, self.projection.live_streams(events))
         self.stats.batches += 1
         self.stats.applied += len(events) - len(failed)
         self.stats.dead_lettered += len(dead)
@@ -329,7 +337,7 @@ class ConsumerRunner:
             log.error(
                 "%s: dead-lettering %s[%d]@%d: %s", self.group, source, message.partition(), message.offset(), reason
             )
-            self._dead_letters.produce(
+            self._producer.produce(
                 topic_name(dead_letter_topic(source)),
                 key=message.key(),
                 value=message.value(),
@@ -344,7 +352,7 @@ class ConsumerRunner:
             )
         # The offsets move past these events when the transaction commits: they must be
         # safely in the dead-letter topic first.
-        if self._dead_letters.flush(30) > 0:
+        if self._producer.flush(30) > 0:
             raise TransientError("dead-letter topic did not acknowledge in time")
 
     def _save_positions(self, next_offsets: dict[Position, int]) -> None:
@@ -376,3 +384,11 @@ class ConsumerRunner:
 
 def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def _header(message: Message, name: str) -> bytes | None:
+    # No content-type header means JSON: every event from before Avro, and bare producers.
+    for key, value in message.headers() or ():
+        if key == name:
+            return value
+    return None

@@ -14,6 +14,9 @@ PAYMENTS = "payments"
 # Couriers' claimed / picked up / delivered events, keyed by order id like the others.
 DELIVERY_STATUS = "delivery-status"
 SOURCE_TOPICS = (ORDERS, PAYMENTS, DELIVERY_STATUS)
+# "Something changed on this page" notices from the consumers to every web process
+# (foodsite.live). Not events: nothing is rebuilt from them, so they are kept briefly.
+LIVE_UPDATES = "live-updates"
 
 
 def topic_name(logical: str) -> str:
@@ -60,7 +63,7 @@ def declared_topics() -> list[TopicSpec]:
         "min.insync.replicas": str(min(2, settings.KAFKA_REPLICATION_FACTOR)),
     }
     logical = [*SOURCE_TOPICS, *(dead_letter_topic(t) for t in SOURCE_TOPICS)]
-    return [
+    specs = [
         TopicSpec(
             name=topic_name(name),
             partitions=settings.KAFKA_PARTITIONS,
@@ -69,6 +72,10 @@ def declared_topics() -> list[TopicSpec]:
         )
         for name in logical
     ]
+    # One partition: notices need no order and no scale-out, and every web process reads all.
+    live_config = {**config, "retention.ms": str(settings.LIVE_UPDATES_RETENTION_MS)}
+    specs.append(TopicSpec(topic_name(LIVE_UPDATES), 1, settings.KAFKA_REPLICATION_FACTOR, live_config))
+    return specs
 
 
 def admin_client() -> AdminClient:

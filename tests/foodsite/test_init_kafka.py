@@ -15,7 +15,7 @@ def bare_kafka(kafka, settings):
     """The session broker under a prefix of its own, with none of the topics created yet."""
     settings.KAFKA_TOPIC_PREFIX = f"bare-{uuid.uuid4().hex[:10]}-"
     yield kafka
-    admin_client().delete_topics([topic_name(t) for t in EXPECTED])
+    admin_client().delete_topics([topic_name(t) for t in [*EXPECTED, "live-updates"]])
 
 
 def test_init_kafka_creates_every_topic_with_retention_and_is_idempotent(bare_kafka, settings):
@@ -33,6 +33,10 @@ def test_init_kafka_creates_every_topic_with_retention_and_is_idempotent(bare_ka
         values = next(iter(config.values())).result()
         assert values["retention.ms"].value == str(settings.KAFKA_RETENTION_MS)
         assert values["retention.bytes"].value == str(settings.KAFKA_RETENTION_BYTES)
-    assert first.getvalue().count("created") == len(EXPECTED)
-    assert second.getvalue().count("exists") == len(EXPECTED)
+    live = topic_name("live-updates")
+    assert len(topics[live].partitions) == 1
+    config = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, live)])
+    assert next(iter(config.values())).result()["retention.ms"].value == str(settings.LIVE_UPDATES_RETENTION_MS)
+    assert first.getvalue().count("created") == len(EXPECTED) + 1
+    assert second.getvalue().count("exists") == len(EXPECTED) + 1
     assert "created" not in second.getvalue()

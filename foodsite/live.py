@@ -1,0 +1,128 @@
+"""Live pages: how a change persisted by a consumer process reaches the browsers.
+
+    consumer process ──commit──▶ announce(streams) ──▶ [live-updates] ──▶ LiveBridge (one per
+    web process, reads every notice) ──▶ Channels group "<stream>" in that process ──▶
+    websockets (foodsite.sockets) ──▶ live.js re-fetches the page's live regions
+
+A notice says only which stream changed ("courier", "stats", "order.<id>"), never what:
+the browser re-reads the page through the ordinary view, with its login and permission
+checks, so a socket cannot leak data and a missed notice costs at most one stale view
+until the next one (or a reload).
+
+Why a Kafka topic and not a cross-process channel layer: the embedded default has no Redis
+to spare, and Kafka is already the one thing every process talks to. Each web process reads
+the topic from its end with a plain assignment (no consumer group to join or leave), so
+every process gets every notice, and adding web processes needs nothing else. The Channels
+layer inside one process is the in-memory one: it only fans out to that process's sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from channels.layers import get_channel_layer
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from django.conf import settings
+
+from foodsite.kafka.topics import LIVE_UPDATES, topic_name
+
+log = logging.getLogger(__name__)
+
+STREAM_CHANGED = "stream.changed"  # the Channels message type (handled by stream_changed)
+
+
+def courier_stream() -> str:
+    return "courier"
+
+
+def stats_stream() -> str:
+    return "stats"
+
+
+def order_stream(order_id: str) -> str:
+    return f"order.{order_id}"
+
+
+def announce(producer: Producer, streams: set[str]) -> None:
+    """Tell every web process that these streams changed. Best effort: a lost notice only
+    delays a page until the next one, so it never holds up or fails a consumer's batch."""
+    topic = topic_name(LIVE_UPDATES)
+    at = str(time.time()).encode()
+    for stream in streams:
+        try:
+            producer.produce(topic, key=stream.encode(), value=at)
+        except (BufferError, KafkaException) as exc:
+            log.warning("live notice for %s not sent: %s", stream, exc)
+    producer.poll(0)
+
+
+class LiveBridge:
+    """Reads the live-updates topic in a thread and forwards each notice to this process's
+    Channels group of the same name, on the event loop that serves the websockets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._layer = get_channel_layer()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-bridge", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+                # Required by the client, never joined: partitions are assigned by hand.
+                "group.id": "live-bridge",
+                "enable.auto.commit": False,
+                "logger": logging.getLogger("librdkafka.live"),
+            }
+        )
+        try:
+            self._assign(consumer)
+            while not self._stopping.is_set():
+                # A short wait: consume() may hold a partial batch for its whole timeout.
+                messages = consumer.consume(100, 0.05)
+                streams = {m.key().decode() for m in messages if m.error() is None and m.key()}
+                for stream in streams:
+                    message = {"type": STREAM_CHANGED, "stream": stream}
+                    asyncio.run_coroutine_threadsafe(self._layer.group_send(stream, message), self._loop)
+        except Exception:
+            log.exception("live bridge stopped; pages fall back to reloading")
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> None:
+        topic = topic_name(LIVE_UPDATES)
+        while not self._stopping.is_set():
+            try:
+                partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+            except KafkaException as exc:
+                log.warning("live bridge waiting for Kafka: %s", exc)
+                partitions = {}
+            if partitions:
+                consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+                log.info("live bridge reading %s", topic)
+                return
+            self._stopping.wait(2)  # the topic appears when init_kafka runs
+
+
+_bridge: LiveBridge | None = None
+_bridge_lock = threading.Lock()
+
+
+def ensure_bridge() -> None:
+    """Start this process's bridge on the running loop, once (on the first websocket)."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is None:
+            _bridge = LiveBridge(asyncio.get_running_loop())
+            _bridge.start()

@@ -1,0 +1,52 @@
+// Live pages: a page whose <body data-live-socket="/ws/..."> names a stream opens that
+// websocket; each notice ("this stream changed") re-fetches the page and swaps in every
+// element marked data-live-region="name". The page itself works without any of this:
+// with the socket down it says so and stays a page you can reload.
+(function () {
+  "use strict";
+  const path = document.body.dataset.liveSocket;
+  if (!path) return;
+  const banner = document.getElementById("live-status");
+  let delay = 500;          // reconnect backoff, doubled up to 10 s
+  let refreshing = null;    // the refresh under way, if any
+  let again = false;        // a notice came during it: refresh once more after
+
+  async function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = (async () => {
+      do {
+        again = false;
+        const response = await fetch(location.href, { credentials: "same-origin", headers: { "X-Live-Refresh": "1" } });
+        if (!response.ok) break;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const region of document.querySelectorAll("[data-live-region]")) {
+          const name = region.dataset.liveRegion;
+          const next = fresh.querySelector(`[data-live-region="${CSS.escape(name)}"]`);
+          if (next && next.innerHTML !== region.innerHTML) region.innerHTML = next.innerHTML;
+        }
+        document.dispatchEvent(new CustomEvent("foodsite:refreshed"));
+      } while (again);
+    })();
+    try { await refreshing; } catch (error) { console.warn("live refresh failed", error); } finally { refreshing = null; }
+  }
+
+  function connect(missedSome) {
+    const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`);
+    socket.addEventListener("open", () => {
+      delay = 500;
+      banner.hidden = true;
+      document.body.dataset.live = "open";
+      if (missedSome) refresh();  // notices sent while we were away are gone: re-read once
+    });
+    socket.addEventListener("message", () => refresh());
+    socket.addEventListener("close", () => {
+      // Dropped, or refused at the handshake (logged out): retry, slower and slower.
+      document.body.dataset.live = "closed";
+      banner.hidden = false;
+      setTimeout(() => connect(true), delay);
+      delay = Math.min(delay * 2, 10000);
+    });
+  }
+
+  connect(false);
+})();
