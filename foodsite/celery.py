@@ -1,4 +1,4 @@
-"""The Celery app: background tasks (today the outbox relay, run by beat every few seconds)."""
+"""The Celery app: background tasks: the outbox relay (beat, every few seconds), sending notifications."""
 
 import os
 
@@ -8,4 +8,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
 
 app = Celery("foodsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["foodsite"])
+app.autodiscover_tasks(["foodsite", "notifications"])

@@ -18,6 +18,9 @@ class OrderForm(forms.Form):
 
     customer_name = forms.CharField(label="Your name", max_length=100)
     address = forms.CharField(label="Delivery address", max_length=300)
+    email = forms.EmailField(
+        label="Email (optional)", required=False, help_text="We email you when the order is received, paid, on its way."
+    )
     idempotency_key = forms.CharField(
         widget=forms.HiddenInput, max_length=64, required=False, initial=lambda: uuid.uuid4().hex
     )

@@ -29,6 +29,8 @@ class Order(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     customer_name = models.CharField(max_length=100)
     address = models.CharField(max_length=300)
+    # Optional: where the notifications service emails the order's progress.
+    email = models.EmailField(blank=True, default="")
     total = models.DecimalField(max_digits=10, decimal_places=2)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLACED)
     created_at = models.DateTimeField(auto_now_add=True)

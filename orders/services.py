@@ -35,7 +35,12 @@ class OrderNotPayable(Exception):
 
 
 def place_order(
-    *, customer_name: str, address: str, items: list[CartItem], idempotency_key: str | None = None
+    *,
+    customer_name: str,
+    address: str,
+    items: list[CartItem],
+    idempotency_key: str | None = None,
+    email: str | None = None,
 ) -> Order:
     """Create the order at the menu's prices; `order.placed` goes out through the outbox.
 
@@ -59,7 +64,11 @@ def place_order(
         with transaction.atomic():
             total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
             order = Order.objects.create(
-                customer_name=customer_name, address=address, total=total, idempotency_key=idempotency_key or None
+                customer_name=customer_name,
+                address=address,
+                email=email or "",
+                total=total,
+                idempotency_key=idempotency_key or None,
             )
             lines = OrderLine.objects.bulk_create(
                 OrderLine(
@@ -81,6 +90,7 @@ def place_order(
                         OrderLineEvent(ln.dish_id, ln.name, ln.quantity, ln.unit_price, ln.unit_cost) for ln in lines
                     ],
                     total=total,
+                    email=email or None,
                 )
             )
             outbox.enqueue(event)

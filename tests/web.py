@@ -11,8 +11,10 @@ from tests.factories import PASSWORD
 GOOD_CARD = {"holder": "Ada Lovelace", "number": "4242 4242 4242 4242", "expiry": "12/39", "cvc": "123"}
 
 
-def place_order(client: Client, quantities: dict, name: str = "Ada", address: str = "Via Roma 1, Milano") -> str:
-    data = {"customer_name": name, "address": address}
+def place_order(
+    client: Client, quantities: dict, name: str = "Ada", address: str = "Via Roma 1, Milano", email: str = ""
+) -> str:
+    data = {"customer_name": name, "address": address, "email": email}
     data.update({f"qty-{dish.pk}": str(quantity) for dish, quantity in quantities.items()})
     response = client.post("/", data)
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+
+from notifications import services
+
+# 1, 2, 4 ... 256 s between attempts (with jitter): about 8 minutes of an SMTP server being
+# down. After that the beat sweep keeps trying, every NOTIFICATIONS_SWEEP_EVERY_S.
+MAX_RETRIES = 9
+
+
+@shared_task(
+    name="notifications.tasks.send_notification",
+    autoretry_for=(OSError,),  # smtplib's errors and refused connections are OSErrors
+    retry_backoff=True,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=MAX_RETRIES,
+)
+def send_notification(notification_id: int) -> str:
+    return services.send(notification_id)
+
+
+@shared_task(name="notifications.tasks.send_unsent")
+def send_unsent() -> int:
+    """Queue the notifications still unsent NOTIFICATIONS_SEND_AFTER_S after they were
+    recorded; run by beat, or by hand: `celery -A foodsite call notifications.tasks.send_unsent`."""
+    ids = services.unsent(older_than=timedelta(seconds=settings.NOTIFICATIONS_SEND_AFTER_S))
+    for notification_id in ids:
+        send_notification.delay(notification_id)
+    return len(ids)

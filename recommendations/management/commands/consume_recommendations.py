@@ -1,0 +1,7 @@
+from foodsite.kafka.command import ConsumerCommand
+from recommendations.projection import RecommendationProjection
+
+
+class Command(ConsumerCommand):
+    help = "Run the recommendations service: consumer group `recommendations` on orders."
+    projection_class = RecommendationProjection
