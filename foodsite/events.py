@@ -8,6 +8,11 @@ Every message value is an envelope::
 `id` lets consumers de-duplicate, `type` + `version` select the payload class below.
 Money travels as decimal strings, never floats. A change that removes or retypes a field
 is a new version; adding an optional field is not.
+
+The same envelope can travel as Avro instead of JSON (`encode(event, "avro")`, chosen per
+deployment by settings.EVENT_FORMAT): the codec and the repo's .avsc files are in
+foodsite.avro and foodsite/schemas/, which must follow the payload classes below (a test
+compares them). The message's `content-type` header says which; none means JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from foodsite import avro
+
 CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_AVRO = avro.CONTENT_TYPE_AVRO
+FORMATS = {"json": CONTENT_TYPE_JSON, "avro": CONTENT_TYPE_AVRO}  # settings.EVENT_FORMAT -> content type
 
 
 class InvalidEvent(ValueError):
@@ -159,11 +168,67 @@ class Event:
         }
         return json.dumps(envelope, separators=(",", ":")).encode()
 
+    def to_avro(self) -> bytes:
+        envelope = {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at,
+            "data": dataclasses.asdict(self.payload),  # Decimals stay Decimals: Avro's decimal type
+        }
+        return avro.encode(self.type, self.version, envelope)
 
-def decode(value: bytes | None) -> Event:
-    """Parse a message value into an Event; raise InvalidEvent with the reason otherwise."""
+
+def encode(event: Event, fmt: str = "json") -> tuple[bytes, str]:
+    """The message value and its content type in the format `fmt` ("json" or "avro")."""
+    if fmt == "json":
+        return event.to_json(), CONTENT_TYPE_JSON
+    if fmt == "avro":
+        return event.to_avro(), CONTENT_TYPE_AVRO
+    raise ValueError(f"unknown event format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def decode(value: bytes | None, content_type: str | bytes | None = None) -> Event:
+    """Parse a message value into an Event; raise InvalidEvent with the reason otherwise.
+
+    `content_type` is the message's `content-type` header; without one the value is JSON
+    (every event from before Avro, and producers that never set it)."""
     if value is None:
         raise InvalidEvent("empty message value")
+    media_type = _media_type(content_type)
+    if media_type == CONTENT_TYPE_AVRO:
+        try:
+            envelope = avro.decode(value)
+        except avro.AvroError as exc:
+            raise InvalidEvent(str(exc)) from exc
+    elif media_type in ("", CONTENT_TYPE_JSON):
+        envelope = _json_envelope(value)
+    else:
+        raise InvalidEvent(f"unknown content type {media_type!r}")
+    payload_cls = PAYLOAD_TYPES.get((envelope["type"], envelope["version"]))
+    if payload_cls is None:
+        raise InvalidEvent(f"unknown event type {envelope['type']!r} version {envelope['version']!r}")
+    occurred_at = envelope["occurred_at"]
+    if not isinstance(occurred_at, datetime):  # Avro's timestamp type arrives as a datetime already
+        try:
+            occurred_at = datetime.fromisoformat(occurred_at)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent(f"bad occurred_at: {envelope['occurred_at']!r}") from exc
+    return Event(
+        payload=_from_plain(payload_cls, envelope["data"], "data"),
+        id=str(envelope["id"]),
+        occurred_at=occurred_at,
+    )
+
+
+def _media_type(content_type: str | bytes | None) -> str:
+    """'application/json; charset=utf-8' -> 'application/json'; '' when there is none."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _json_envelope(value: bytes) -> dict:
     try:
         envelope = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -173,18 +238,7 @@ def decode(value: bytes | None) -> Event:
     missing = {"id", "type", "version", "occurred_at", "data"} - envelope.keys()
     if missing:
         raise InvalidEvent(f"envelope misses {', '.join(sorted(missing))}")
-    payload_cls = PAYLOAD_TYPES.get((envelope["type"], envelope["version"]))
-    if payload_cls is None:
-        raise InvalidEvent(f"unknown event type {envelope['type']!r} version {envelope['version']!r}")
-    try:
-        occurred_at = datetime.fromisoformat(envelope["occurred_at"])
-    except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"bad occurred_at: {envelope['occurred_at']!r}") from exc
-    return Event(
-        payload=_from_plain(payload_cls, envelope["data"], "data"),
-        id=str(envelope["id"]),
-        occurred_at=occurred_at,
-    )
+    return envelope
 
 
 def _to_plain(value: Any) -> Any:
@@ -225,7 +279,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
             raise TypeError(f"unsupported field type {hint!r} at {path}")  # a schema bug
         return None if value is None else _coerce(options[0], value, path)
     if hint is Decimal:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
+        # A Decimal comes from Avro's decimal type; JSON gives a string (or int), never one.
+        if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
             raise InvalidEvent(f"{path} must be a decimal string")
         try:
             number = Decimal(value)

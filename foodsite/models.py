@@ -33,6 +33,9 @@ class OutboxEvent(models.Model):
     key = models.CharField(max_length=200)
     event_type = models.CharField(max_length=100)
     value = models.BinaryField()
+    # How `value` is encoded (the message's content-type header): the format is chosen when
+    # the event is stored, and rows stored before Avro existed are JSON.
+    content_type = models.CharField(max_length=100, default="application/json")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(null=True, db_index=True)
 

@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from confluent_kafka import KafkaError, Message
+from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from foodsite.events import Event
+from foodsite.events import Event, encode
 from foodsite.kafka.producer import get_publisher
 from foodsite.models import OutboxEvent
 
@@ -35,8 +36,16 @@ _delivered_lock = threading.Lock()
 
 def enqueue(event: Event) -> None:
     """Store the event in the caller's transaction; send it once that transaction commits."""
+    # Encoded now, in this deployment's EVENT_FORMAT: the row keeps its content type, so a
+    # relay running after a switch of format still sends it with the right header.
+    value, content_type = encode(event, settings.EVENT_FORMAT)
     row = OutboxEvent.objects.create(
-        id=event.id, topic=event.payload.TOPIC, key=event.key, event_type=event.type, value=event.to_json()
+        id=event.id,
+        topic=event.payload.TOPIC,
+        key=event.key,
+        event_type=event.type,
+        value=value,
+        content_type=content_type,
     )
     transaction.on_commit(lambda: send([row]))
 
@@ -46,7 +55,14 @@ def send(rows: Iterable[OutboxEvent]) -> None:
     publisher.after_poll(mark_delivered)
     for row in rows:
         try:
-            publisher.publish_encoded(row.topic, row.key, bytes(row.value), row.event_type, _on_delivery(str(row.id)))
+            publisher.publish_encoded(
+                row.topic,
+                row.key,
+                bytes(row.value),
+                row.event_type,
+                _on_delivery(str(row.id)),
+                content_type=row.content_type,
+            )
         except BufferError:
             # The producer's queue is full (a long outage): the row stays unsent for the
             # relay; the customer's request must not fail or wait for it.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
 
-from foodsite.events import CONTENT_TYPE_JSON, Event
+from foodsite.events import CONTENT_TYPE_JSON, Event, encode
 from foodsite.kafka.topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,27 @@ class EventPublisher:
         self._poller.start()
 
     def publish(self, event: Event, on_delivery: DeliveryCallback | None = None) -> None:
-        """Queue an event on its topic, keyed by its order id. Does not wait for the broker."""
-        self.publish_encoded(event.payload.TOPIC, event.key, event.to_json(), event.type, on_delivery)
+        """Queue an event on its topic, keyed by its order id, encoded in the deployment's
+        EVENT_FORMAT. Does not wait for the broker."""
+        value, content_type = encode(event, settings.EVENT_FORMAT)
+        self.publish_encoded(event.payload.TOPIC, event.key, value, event.type, on_delivery, content_type=content_type)
 
     def publish_encoded(
-        self, topic: str, key: str, value: bytes, event_type: str, on_delivery: DeliveryCallback | None = None
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        event_type: str,
+        on_delivery: DeliveryCallback | None = None,
+        *,
+        content_type: str = CONTENT_TYPE_JSON,
     ) -> None:
-        """Queue an already encoded event (the outbox keeps events encoded)."""
+        """Queue an already encoded event (the outbox keeps events encoded, with their content type)."""
         self._producer.produce(
             topic_name(topic),
             key=key.encode(),
             value=value,
-            headers=[("content-type", CONTENT_TYPE_JSON), ("event-type", event_type)],
+            headers=[("content-type", content_type), ("event-type", event_type)],
             on_delivery=on_delivery or _log_delivery,
         )
 
