@@ -69,6 +69,14 @@ class LiveBridge:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-bridge", daemon=True)
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 
@@ -120,9 +128,22 @@ _bridge_lock = threading.Lock()
 
 
 def ensure_bridge() -> None:
-    """Start this process's bridge on the running loop, once (on the first websocket)."""
+    """Start this process's bridge on the running loop, once (on the first websocket).
+    daphne has one loop for its lifetime; a new loop (tests) or a dead bridge gets a new one."""
+    global _bridge
+    loop = asyncio.get_running_loop()
+    with _bridge_lock:
+        if _bridge is None or _bridge.loop is not loop or not _bridge.alive:
+            if _bridge is not None:
+                _bridge.stop()
+            _bridge = LiveBridge(loop)
+            _bridge.start()
+
+
+def stop_bridge() -> None:
+    """Stop this process's bridge, if any (tests; a process exiting needs nothing: daemon thread)."""
     global _bridge
     with _bridge_lock:
-        if _bridge is None:
-            _bridge = LiveBridge(asyncio.get_running_loop())
-            _bridge.start()
+        if _bridge is not None:
+            _bridge.stop()
+            _bridge = None

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from notifications import selectors as notification_selectors
 from orders import selectors, services
 from orders.forms import OrderForm, PaymentForm
-from orders.models import Order
+from orders.models import Dish, Order
+from recommendations import selectors as recommendation_selectors
 
 
 @require_http_methods(["GET", "POST"])
@@ -22,14 +25,38 @@ def menu(request: HttpRequest) -> HttpResponse:
                     address=form.cleaned_data["address"],
                     items=form.cleaned_data["items"],
                     idempotency_key=form.cleaned_data["idempotency_key"],
+                    email=form.cleaned_data["email"] or None,
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
                 _remember_order(request, order)
                 return redirect("order-detail", order_id=order.pk)
-        return render(request, "orders/menu.html", {"form": form}, status=400)
-    return render(request, "orders/menu.html", {"form": form})
+        return render(request, "orders/menu.html", _menu_context(form, dishes), status=400)
+    return render(request, "orders/menu.html", _menu_context(form, dishes))
+
+
+def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
+    """The form's rows with the recommendations service's hints: per dish what is often
+    ordered with it (shown while it is in the cart), and the dishes popular now."""
+    by_id = {dish.pk: dish for dish in dishes}
+    often = recommendation_selectors.often_ordered_with(by_id, limit=3, among=by_id)
+    rows = [
+        (
+            dish,
+            quantity,
+            quantity.strip().isdigit() and int(quantity) > 0,
+            [by_id[p.dish_id] for p in often.get(dish.pk, [])],
+        )
+        for dish, quantity in form.menu_rows()
+    ]
+    popular = [(by_id[p.dish_id], p.units) for p in recommendation_selectors.popular_now(limit=5, among=by_id)]
+    return {
+        "form": form,
+        "rows": rows,
+        "popular": popular,
+        "popular_window": settings.RECOMMENDATIONS_POPULAR_WINDOW_MIN,
+    }
 
 
 def order_detail(request: HttpRequest, order_id: str) -> HttpResponse:
@@ -37,7 +64,8 @@ def order_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     if not isinstance(order, Order):
         return order
     form = PaymentForm() if order.status == Order.Status.PLACED else None
-    return render(request, "orders/order_detail.html", {"order": order, "form": form})
+    notifications = notification_selectors.for_order(order.pk)
+    return render(request, "orders/order_detail.html", _order_context(order, form=form, notifications=notifications))
 
 
 @require_POST
@@ -50,12 +78,16 @@ def pay(request: HttpRequest, order_id: str) -> HttpResponse:
         try:
             payment = services.pay_order(order=order, card=form.card())
         except services.OrderNotPayable as exc:
-            return render(request, "orders/order_detail.html", {"order": order, "error": str(exc)}, status=409)
+            return render(request, "orders/order_detail.html", _order_context(order, error=str(exc)), status=409)
         if payment.succeeded:
             return redirect("order-detail", order_id=order.pk)
         form.add_error(None, payment.failure_reason)
-        return render(request, "orders/order_detail.html", {"order": order, "form": form}, status=402)
-    return render(request, "orders/order_detail.html", {"order": order, "form": form}, status=400)
+        return render(request, "orders/order_detail.html", _order_context(order, form=form), status=402)
+    return render(request, "orders/order_detail.html", _order_context(order, form=form), status=400)
+
+
+def _order_context(order: Order, **extra: object) -> dict:
+    return {"order": order, "progress": selectors.order_progress(order), **extra}
 
 
 def _customer_order(request: HttpRequest, order_id: str) -> Order | HttpResponse:

@@ -5,7 +5,6 @@ order. Real processes: daphne, the consumers, the Celery worker with beat runnin
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections import Counter
@@ -18,47 +17,12 @@ from foodsite.kafka.producer import reset_publisher
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 from foodsite.launcher import wait_http
 from foodsite.localkafka import LocalKafka, free_port
+from tests.http_client import logged_in, order_and_pay
 from tests.kafka_support import KafkaTestBed
 from tests.processes import Services
 
 pytestmark = pytest.mark.system
 ORDERS = 200
-
-
-def form_fields(html: str) -> dict:
-    return {
-        "csrfmiddlewaretoken": re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1),
-        "idempotency_key": re.search(r'name="idempotency_key" value="([^"]+)"', html).group(1),
-    }
-
-
-def order_and_pay(session: requests.Session, url: str) -> None:
-    menu = session.get(url).text
-    dish = re.search(r'name="qty-(\d+)"', menu).group(1)
-    placed = session.post(
-        url,
-        data={**form_fields(menu), "customer_name": "Ada", "address": "Via Roma 1", f"qty-{dish}": "1"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert placed.status_code == 302, placed.text[:500]
-    order_url = url + placed.headers["Location"]
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get(order_url).text).group(1)
-    card = {"holder": "Ada", "number": "4242424242424242", "expiry": "12/39", "cvc": "123"}
-    paid = session.post(
-        f"{order_url}pay/", data={"csrfmiddlewaretoken": token, **card}, allow_redirects=False, timeout=10
-    )
-    assert paid.status_code == 302, paid.text[:500]
-
-
-def logged_in(url: str, username: str) -> requests.Session:
-    session = requests.Session()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', session.get(f"{url}/accounts/login/").text)
-    session.post(
-        f"{url}/accounts/login/",
-        data={"csrfmiddlewaretoken": token.group(1), "username": username, "password": "foodsite-demo"},
-    )
-    return session
 
 
 def wait_for(check, timeout: float, what: str) -> None:

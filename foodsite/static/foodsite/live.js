@@ -30,23 +30,25 @@
     try { await refreshing; } catch (error) { console.warn("live refresh failed", error); } finally { refreshing = null; }
   }
 
-  function connect(missedSome) {
+  function connect() {
     const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`);
     socket.addEventListener("open", () => {
       delay = 500;
       banner.hidden = true;
       document.body.dataset.live = "open";
-      if (missedSome) refresh();  // notices sent while we were away are gone: re-read once
+      // Notices sent before this socket joined (between the page's render and now, or
+      // while it was away) are gone: re-read once.
+      refresh();
     });
     socket.addEventListener("message", () => refresh());
     socket.addEventListener("close", () => {
       // Dropped, or refused at the handshake (logged out): retry, slower and slower.
       document.body.dataset.live = "closed";
       banner.hidden = false;
-      setTimeout(() => connect(true), delay);
+      setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     });
   }
 
-  connect(false);
+  connect();
 })();
