@@ -14,6 +14,9 @@ class SalesOrder(models.Model):
     placed = models.BooleanField(default=False)
     paid = models.BooleanField(default=False)
     counted = models.BooleanField(default=False)
+    # When the payment happened, kept while the order waits for its order.placed: the sale
+    # is bucketed by it (OrdersPerMinute) when it is finally counted.
+    paid_at = models.DateTimeField(null=True)
 
     def __str__(self) -> str:
         return f"Sales of order {self.order_id}"
@@ -53,3 +56,18 @@ class SalesTotals(models.Model):
     @property
     def profit(self) -> Decimal:
         return self.revenue - self.food_cost
+
+
+class OrdersPerMinute(models.Model):
+    """Paid orders counted per minute of their payment event's time (`occurred_at`, UTC),
+    not the minute the consumer happened to read them: a replay or a consumer catching up
+    rebuilds the same picture."""
+
+    minute = models.DateTimeField(unique=True)  # the minute's start
+    orders = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "orders per minute"
+
+    def __str__(self) -> str:
+        return f"{self.orders} orders at {self.minute:%Y-%m-%d %H:%M}"

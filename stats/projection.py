@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import NamedTuple
 from uuid import UUID
 
+from django.db import connections, router
 from django.db.models import F
 
 from foodsite.bulk import insert_many, update_many
@@ -12,10 +14,10 @@ from foodsite.events import OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import ORDERS, PAYMENTS
 from foodsite.live import stats_stream
-from stats.models import DishSales, SalesOrder, SalesTotals
+from stats.models import DishSales, OrdersPerMinute, SalesOrder, SalesTotals
 
 ZERO = Decimal("0")
-STATE_FIELDS = ["order_id", "lines", "total", "food_cost", "placed", "paid", "counted"]
+STATE_FIELDS = ["order_id", "lines", "total", "food_cost", "placed", "paid", "counted", "paid_at"]
 
 
 class SalesProjection(Projection):
@@ -23,14 +25,15 @@ class SalesProjection(Projection):
 
     An order counts once it is both placed and paid, whichever event comes first; its
     SalesOrder row remembers that it was counted, so a duplicate or replayed event changes
-    nothing. Lines are kept only while an order waits for its other half."""
+    nothing. Lines are kept only while an order waits for its other half. A counted order is
+    also added to its minute (OrdersPerMinute), by the time of its payment event."""
 
     group = "stats"
     topics = (ORDERS, PAYMENTS)
     handles = (OrderPlaced, PaymentSucceeded)
 
     def reset(self) -> None:
-        for model in (SalesOrder, DishSales, SalesTotals):
+        for model in (SalesOrder, DishSales, SalesTotals, OrdersPerMinute):
             model.objects.all().delete()
 
     def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
@@ -38,18 +41,18 @@ class SalesProjection(Projection):
 
     def apply(self, events: list[ConsumedEvent]) -> None:
         placed: dict[UUID, OrderPlaced] = {}
-        paid: set[UUID] = set()
+        paid: dict[UUID, datetime] = {}  # order -> when it was paid
         for consumed in events:
             order_id = UUID(consumed.payload.order_id)
             if isinstance(consumed.payload, OrderPlaced):
                 placed[order_id] = consumed.payload
             else:
-                paid.add(order_id)
+                paid.setdefault(order_id, consumed.event.occurred_at)
         # Tuples, not model instances: thousands of rows per batch.
         known = {
             row[0]: _Known(*row[1:])
             for row in SalesOrder.objects.filter(order_id__in=placed.keys() | paid).values_list(
-                "order_id", "pk", "placed", "paid", "counted", "total", "food_cost", "lines"
+                "order_id", "pk", "placed", "paid", "counted", "total", "food_cost", "lines", "paid_at"
             )
         }
 
@@ -64,24 +67,27 @@ class SalesProjection(Projection):
             order = placed.get(order_id)
             is_placed = order is not None or (row is not None and row.placed)
             is_paid = order_id in paid or (row is not None and row.paid)
+            paid_at = paid.get(order_id) or (row.paid_at if row is not None else None)
             if is_placed and is_paid:
-                sales.add(order, row)
-                state = (order_id, [], None, None, True, True, True)
+                sales.add(order, row, paid_at)
+                state = (order_id, [], None, None, True, True, True, None)
             elif order is not None:
                 lines = [[ln.dish_id, ln.name, ln.quantity, str(ln.price), str(ln.cost)] for ln in order.lines]
-                state = (order_id, lines, order.total, order.food_cost, True, False, False)
+                state = (order_id, lines, order.total, order.food_cost, True, False, False, None)
             else:
-                state = (order_id, [], None, None, False, True, False)
+                state = (order_id, [], None, None, False, True, False, paid_at)
             if row is None:
                 new_rows.append(state)
-            elif state[-1]:
+            elif state[6]:  # counted
                 now_counted.append(row.pk)
             else:
                 changed_rows.append(SalesOrder(row.pk, *state))
 
         insert_many(SalesOrder, STATE_FIELDS, new_rows)
         if now_counted:
-            SalesOrder.objects.filter(pk__in=now_counted).update(lines=[], placed=True, paid=True, counted=True)
+            SalesOrder.objects.filter(pk__in=now_counted).update(
+                lines=[], placed=True, paid=True, counted=True, paid_at=None
+            )
         update_many(changed_rows, STATE_FIELDS[1:])
         sales.save()
 
@@ -94,6 +100,7 @@ class _Known(NamedTuple):
     total: Decimal | None
     food_cost: Decimal | None
     lines: list
+    paid_at: datetime | None
 
 
 class _Sales:
@@ -107,8 +114,9 @@ class _Sales:
         self.dish_revenue: dict[int, Decimal] = {}
         self.dish_cost: dict[int, Decimal] = {}
         self.names: dict[int, str] = {}
+        self.per_minute: Counter[datetime] = Counter()
 
-    def add(self, order: OrderPlaced | None, row: _Known | None) -> None:
+    def add(self, order: OrderPlaced | None, row: _Known | None, paid_at: datetime | None) -> None:
         if order is not None:
             total, cost = order.total, order.food_cost
             lines = [(ln.dish_id, ln.name, ln.quantity, ln.price, ln.cost) for ln in order.lines]
@@ -116,6 +124,8 @@ class _Sales:
             total, cost = row.total, row.food_cost
             lines = [(d, n, q, Decimal(p), Decimal(c)) for d, n, q, p, c in row.lines]
         self.orders += 1
+        if paid_at is not None:  # always set by this code; None only for rows from before paid_at existed
+            self.per_minute[_minute(paid_at)] += 1
         self.revenue += total
         self.food_cost += cost
         for dish_id, name, quantity, price, line_cost in lines:
@@ -144,3 +154,30 @@ class _Sales:
                 revenue=F("revenue") + self.dish_revenue[dish_id],
                 food_cost=F("food_cost") + self.dish_cost[dish_id],
             )
+        _add_per_minute(self.per_minute)
+
+
+def _minute(moment: datetime) -> datetime:
+    if moment.tzinfo is None:  # an envelope without an offset: the producers write UTC
+        return moment.replace(second=0, microsecond=0, tzinfo=UTC)
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _add_per_minute(counts: Counter[datetime]) -> None:
+    """Add to each minute's counter in one statement, creating missing minutes: an upsert
+    that adds (Django's bulk_create(update_conflicts=True) can only overwrite). SQLite and
+    PostgreSQL both speak this ON CONFLICT."""
+    if not counts:
+        return
+    meta = OrdersPerMinute._meta
+    connection = connections[router.db_for_write(OrdersPerMinute)]
+    quote = connection.ops.quote_name
+    minute_field = meta.get_field("minute")
+    table, minute, orders = quote(meta.db_table), quote(minute_field.column), quote("orders")
+    sql = (
+        f"INSERT INTO {table} ({minute}, {orders}) VALUES (%s, %s) "
+        f"ON CONFLICT ({minute}) DO UPDATE SET {orders} = {table}.{orders} + excluded.{orders}"
+    )
+    params = [(minute_field.get_db_prep_save(moment, connection), n) for moment, n in counts.items()]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
