@@ -1,0 +1,294 @@
+"""The Kafka view of the staff page: the seed's offset picture, read from the broker.
+
+For every topic of the system, each partition's low and high (end) offsets; for every
+consumer group of the system, its committed offset per partition, the lag (end - committed)
+and its members with their assigned partitions. Logical names throughout (prefixes off).
+
+Lag uses the offsets committed to Kafka. The runner commits them asynchronously after each
+batch's database transaction (where the real position lives, `ConsumerOffset`), so Kafka's
+figure can trail the database's by one batch; both are shown.
+
+Everything is read with short timeouts inside one budget: the page must render, with the
+reason, when Kafka is down or slow, never hang or fail.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import time
+from dataclasses import dataclass, field
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+
+from foodsite.kafka.runner import Projection
+from foodsite.kafka.topics import declared_topics, logical_name
+from foodsite.models import ConsumerOffset
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 3.0  # the whole view's budget
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    partition: int
+    low: int  # the earliest retained offset
+    high: int  # the end: the offset the next event will get
+
+    @property
+    def retained(self) -> int:
+        return self.high - self.low
+
+
+@dataclass(frozen=True)
+class TopicOffsets:
+    name: str  # logical
+    partitions: list[PartitionOffsets]
+
+    @property
+    def end(self) -> int:
+        """Events ever written (the sum of the end offsets)."""
+        return sum(p.high for p in self.partitions)
+
+    @property
+    def retained(self) -> int:
+        return sum(p.retained for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class GroupPartition:
+    topic: str  # logical
+    partition: int
+    low: int
+    end: int
+    committed: int | None  # in Kafka; None: nothing committed yet
+    stored: int | None  # the runner's position in the database
+    owner: str | None  # the member's client id, if assigned
+
+    @property
+    def lag(self) -> int:
+        # Nothing committed yet: the runner starts at the earliest retained event.
+        return self.end - (self.low if self.committed is None else self.committed)
+
+    @property
+    def done_percent(self) -> float:
+        return 100.0 if self.end == 0 else 100.0 * (self.committed or 0) / self.end
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    client_id: str
+    host: str
+    member_id: str
+    partitions: list[str]  # "orders[0]"
+
+
+@dataclass(frozen=True)
+class GroupOffsets:
+    name: str  # logical
+    state: str
+    members: list[GroupMember]
+    partitions: list[GroupPartition]
+    error: str | None = None  # the broker would not describe this group just now
+
+    @property
+    def lag(self) -> int:
+        return sum(p.lag for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class KafkaView:
+    topics: list[TopicOffsets] = field(default_factory=list)
+    groups: list[GroupOffsets] = field(default_factory=list)
+    error: str | None = None  # "Kafka unreachable: <reason>" and nothing else shown
+    took_ms: int = 0
+
+
+def known_groups() -> dict[str, tuple[str, ...]]:
+    """The system's consumer groups (logical name -> topics) from the Projection classes of
+    the installed apps (`<app>/projection.py`), so a service that has never run shows too."""
+    autodiscover_modules("projection")
+    found: dict[str, tuple[str, ...]] = {}
+    pending = list(Projection.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        app = cls.__module__.split(".")[0]
+        if cls.__module__.endswith(".projection") and _is_installed(app) and getattr(cls, "group", None):
+            found[cls.group] = tuple(cls.topics)
+    return found
+
+
+def kafka_view(timeout: float = TIMEOUT_S) -> KafkaView:
+    started = time.monotonic()
+    admin = AdminClient(
+        {
+            "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+            # Fail fast on a dead address instead of librdkafka's 30 s connection setup.
+            "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+            "logger": logging.getLogger("librdkafka.stats"),
+        }
+    )
+    try:
+        view = _Reader(admin, timeout).read()
+    except (KafkaException, concurrent.futures.TimeoutError, TimeoutError) as exc:
+        view = KafkaView(error=f"Kafka unreachable: {_reason(exc)} (at {settings.KAFKA_BOOTSTRAP_SERVERS})")
+        log.warning("stats page: %s", view.error)
+    return KafkaView(view.topics, view.groups, view.error, int((time.monotonic() - started) * 1000))
+
+
+class _Reader:
+    def __init__(self, admin: AdminClient, timeout: float) -> None:
+        self.admin = admin
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no complete answer within {self.timeout:g} s")
+        return left
+
+    def result(self, future: concurrent.futures.Future):
+        return future.result(timeout=self.remaining())
+
+    def read(self) -> KafkaView:
+        metadata = self.admin.list_topics(timeout=self.remaining())
+        # The system's topics, in declaration order, as far as they exist.
+        names = [spec.name for spec in declared_topics() if spec.name in metadata.topics]
+        partitions = [TopicPartition(name, p) for name in names for p in sorted(metadata.topics[name].partitions)]
+
+        # Everything below goes out at once; each answer is awaited within the budget.
+        request_timeout = self.remaining()
+        lows = (
+            self.admin.list_offsets({tp: OffsetSpec.earliest() for tp in partitions}, request_timeout=request_timeout)
+            if partitions
+            else {}
+        )
+        highs = (
+            self.admin.list_offsets({tp: OffsetSpec.latest() for tp in partitions}, request_timeout=request_timeout)
+            if partitions
+            else {}
+        )
+        listing = self.admin.list_consumer_groups(request_timeout=request_timeout)
+
+        known = known_groups()
+        prefix = settings.KAFKA_GROUP_PREFIX
+        on_broker = {g.group_id for g in self.result(listing).valid if g.group_id.startswith(prefix)}
+        groups = sorted({*on_broker, *(prefix + name for name in known)})
+        # Only groups the broker knows are asked about: a never-started one has nothing to say
+        # (and on a fresh broker asking fails until the offsets topic exists).
+        asked = sorted(on_broker)
+        descriptions = self.admin.describe_consumer_groups(asked, request_timeout=self.remaining()) if asked else {}
+        committed_futures = {
+            group: self.admin.list_consumer_group_offsets(
+                [ConsumerGroupTopicPartitions(group)], request_timeout=self.remaining()
+            )[group]
+            for group in asked
+        }
+
+        low = {(tp.topic, tp.partition): self.result(f).offset for tp, f in lows.items()}
+        high = {(tp.topic, tp.partition): self.result(f).offset for tp, f in highs.items()}
+        topics = [
+            TopicOffsets(
+                logical_name(name),
+                [
+                    PartitionOffsets(p, low[(name, p)], high[(name, p)])
+                    for p in sorted(metadata.topics[name].partitions)
+                ],
+            )
+            for name in names
+        ]
+
+        stored = _stored_positions(groups)
+        views = []
+        for group in groups:
+            logical_group = group[len(prefix) :]
+            state, error = "not started", None
+            members: list[GroupMember] = []
+            owners: dict[tuple[str, int], str] = {}
+            committed: dict[tuple[str, int], int] = {}
+            if group in on_broker:
+                try:
+                    description = self.result(descriptions[group])
+                    committed = {
+                        (tp.topic, tp.partition): tp.offset
+                        for tp in self.result(committed_futures[group]).topic_partitions
+                        if tp.offset >= 0 and tp.error is None
+                    }
+                    state = _state(description)
+                    members, owners = _members(description)
+                except KafkaException as exc:  # this group only, e.g. its coordinator moving
+                    state, error = "unknown", f"not described: {_reason(exc)}"
+            # The group's topics: what its projection reads, plus whatever it committed or
+            # was assigned (a group of the system this code does not declare).
+            topic_names = {name for name in names if logical_name(name) in known.get(logical_group, ())}
+            topic_names |= {t for t, _ in committed} | {t for t, _ in owners}
+            topic_names &= set(names)
+            if not topic_names:
+                continue  # same prefix, not one of ours (e.g. a tool's group)
+            rows = [
+                GroupPartition(
+                    topic=logical_name(name),
+                    partition=p,
+                    low=low[(name, p)],
+                    end=high[(name, p)],
+                    committed=committed.get((name, p)),
+                    stored=stored.get((group, logical_name(name), p)),
+                    owner=owners.get((name, p)),
+                )
+                for name in names
+                if name in topic_names
+                for p in sorted(metadata.topics[name].partitions)
+            ]
+            views.append(GroupOffsets(logical_group, state, members, rows, error))
+        return KafkaView(topics, views)
+
+
+def _members(description) -> tuple[list[GroupMember], dict[tuple[str, int], str]]:
+    members, owners = [], {}
+    for member in sorted(description.members, key=lambda m: (m.client_id, m.member_id)):
+        assigned = member.assignment.topic_partitions if member.assignment else []
+        for tp in assigned:
+            owners[(tp.topic, tp.partition)] = member.client_id
+        members.append(
+            GroupMember(
+                client_id=member.client_id,
+                host=member.host.lstrip("/"),
+                member_id=member.member_id,
+                partitions=[f"{logical_name(tp.topic)}[{tp.partition}]" for tp in sorted(assigned, key=_tp_key)],
+            )
+        )
+    return members, owners
+
+
+def _tp_key(tp: TopicPartition) -> tuple[str, int]:
+    return tp.topic, tp.partition
+
+
+def _state(description) -> str:
+    # ConsumerGroupState.STABLE -> "stable"; EMPTY means no member runs.
+    return description.state.name.lower().replace("_", " ")
+
+
+def _stored_positions(groups: list[str]) -> dict[tuple[str, str, int], int]:
+    rows = ConsumerOffset.objects.filter(group__in=groups).values_list("group", "topic", "partition", "next_offset")
+    return {(group, topic, partition): offset for group, topic, partition, offset in rows}
+
+
+def _is_installed(app: str) -> bool:
+    from django.apps import apps
+
+    return apps.is_installed(app)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        error = exc.args[0]
+        # Some errors' text is only the request's name ("ConsumerGroupDescribe: "): add the code.
+        return f"{error.str().strip()} ({error.name()})"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,131 @@
+"""The staff page's Kafka view against the real broker: topics' end offsets, each group's
+committed offsets, lag and members, and a clear message when Kafka cannot be reached."""
+
+from __future__ import annotations
+
+import re
+import time
+from html import unescape
+from pathlib import Path
+
+import pytest
+from django.test import Client
+
+from foodsite.kafka.topics import group_name
+from foodsite.localkafka import free_port
+from stats.projection import SalesProjection
+from tests.factories import StaffFactory
+from tests.processes import Services
+from tests.streams import OrderStream
+from tests.web import logged_in
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROW = re.compile(r"<tr ([^>]*data-topic=[^>]*)>")
+ATTRIBUTE = re.compile(r'data-([a-z-]+)="([^"]*)"')
+
+
+def kafka_section(page: str) -> str:
+    return page.split('<div id="kafka-view"', 1)[1]
+
+
+def topic_rows(page: str) -> list[dict[str, str]]:
+    """The rows of the topics table: {"topic", "partition", "low", "end"}."""
+    table = kafka_section(page).split('id="kafka-topics"', 1)[1].split("</table>", 1)[0]
+    return [dict(ATTRIBUTE.findall(attributes)) for attributes in ROW.findall(table)]
+
+
+def group_section(page: str, group: str) -> str:
+    match = re.search(rf'<section class="kafka-group" data-group="{re.escape(group)}".*?</section>', page, re.DOTALL)
+    assert match, f"no group {group} on the page"
+    return match.group(0)
+
+
+def group_rows(page: str, group: str) -> list[dict[str, str]]:
+    return [dict(ATTRIBUTE.findall(attributes)) for attributes in ROW.findall(group_section(page, group))]
+
+
+def end_offsets(page: str, topics: set[str]) -> int:
+    return sum(int(row["end"]) for row in topic_rows(page) if row["topic"] in topics)
+
+
+def stats_page(staff: Client) -> str:
+    response = staff.get("/stats/")
+    assert response.status_code == 200
+    return unescape(response.content.decode())
+
+
+def test_end_offsets_add_up_to_what_was_produced_and_lag_follows_the_consumer(kafka):
+    staff = logged_in(StaffFactory())
+    stream = OrderStream(kafka.bootstrap_servers, seed=3, paid_share=0.5)
+    stream.produce(40)
+    produced = stream.events_sent
+
+    before = stats_page(staff)
+    assert end_offsets(before, {"orders", "payments"}) == produced
+    # A group that never ran: nothing committed, every retained event still to read.
+    assert {row["topic"] for row in topic_rows(before)} >= {"orders", "payments", "delivery-status", "orders.dlq"}
+    assert sum(int(row["lag"]) for row in group_rows(before, "stats")) == produced
+    assert "not started" in group_section(before, "stats")
+
+    kafka.drain(SalesProjection())
+    caught_up = stats_page(staff)
+    rows = group_rows(caught_up, "stats")
+    assert {(row["topic"], row["partition"]) for row in rows} == {
+        (topic, str(p)) for topic in ("orders", "payments") for p in range(kafka.partitions)
+    }
+    assert all(row["lag"] == "0" and row["committed"] == row["end"] for row in rows), rows
+    assert sum(int(row["committed"]) for row in rows) == produced
+    assert 'data-group="stats" data-lag="0"' in caught_up
+    # The deliveries service has not run in this test: it still has everything to read.
+    assert sum(int(row["lag"]) for row in group_rows(caught_up, "deliveries")) == produced
+
+    stream.produce(5)  # after the consumer stopped
+    later = stats_page(staff)
+    assert end_offsets(later, {"orders", "payments"}) == stream.events_sent
+    assert sum(int(row["lag"]) for row in group_rows(later, "stats")) == stream.events_sent - produced > 0
+
+
+def test_a_running_consumer_is_listed_with_its_partitions(kafka, tmp_path: Path):
+    staff = logged_in(StaffFactory())
+    services = Services(tmp_path, kafka.bootstrap_servers)
+    try:
+        consumer = services.start("consume_stats")
+        deadline = time.monotonic() + 60
+        while "No member running." in group_section(page := stats_page(staff), "stats"):
+            assert consumer.poll() is None, services.log_files[consumer.pid].read_text()
+            assert time.monotonic() < deadline, "the consumer never showed as a member"
+            time.sleep(0.5)
+        stats = group_section(page, "stats")
+        client_id = f"{group_name('stats')}-consumer"
+        member = re.search(rf'<tr data-client-id="{re.escape(client_id)}">(.*?)</tr>', stats, re.DOTALL)
+        assert member, stats
+        assert "<td>127.0.0.1</td>" in member.group(1)
+        assigned = re.findall(r"(orders|payments)\[(\d)\]", member.group(1))
+        assert sorted(assigned) == [(t, str(p)) for t in ("orders", "payments") for p in range(kafka.partitions)]
+        assert all(row["topic"] in ("orders", "payments") for row in group_rows(page, "stats"))
+        assert stats.count(f"<td>{client_id}</td>") == 2 * kafka.partitions  # the member column of each row
+
+        assert services.stop(consumer) == 0  # SIGTERM: it leaves the group
+        assert "No member running." in group_section(stats_page(staff), "stats")
+    finally:
+        services.close()
+
+
+def test_the_page_says_kafka_is_unreachable_and_still_shows_the_numbers(settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nobody listens there
+    staff = logged_in(StaffFactory())
+
+    started = time.monotonic()
+    response = staff.get("/stats/")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    message = re.search(r'<p class="kafka-error" role="alert" id="kafka-error">([^<]*)</p>', page)
+    assert message, page
+    assert message.group(1).startswith("Kafka unreachable: ")
+    assert settings.KAFKA_BOOTSTRAP_SERVERS in message.group(1)
+    assert '<strong id="stat-orders">0</strong>' in page  # the rest of the page is there
+    assert 'id="chart-orders-per-minute"' in page
+    assert elapsed < 10, f"the page hung for {elapsed:.1f} s"  # the view's budget is 3 s: no long hang
