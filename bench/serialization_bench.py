@@ -1,0 +1,80 @@
+"""Serialization benchmark: JSON vs Avro for one order.placed event with 3 lines.
+
+    .venv/bin/python bench/serialization_bench.py [--events 20000] [--repeat 5]
+
+Encodes and decodes the same event N times with `foodsite.events.encode` / `decode` (the
+code producers and consumers run, validation included) and prints events/s for encode,
+decode and both, and the bytes per event, for each format. The best of --repeat runs
+counts. No broker, no database: only the codec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
+
+
+def sample_event():
+    from foodsite.events import Event, OrderLine, OrderPlaced
+
+    lines = [
+        OrderLine(1, "Margherita", 2, Decimal("8.50"), Decimal("2.40")),
+        OrderLine(4, "Spaghetti alla carbonara", 1, Decimal("11.00"), Decimal("3.10")),
+        OrderLine(9, "Tiramisù", 3, Decimal("5.00"), Decimal("1.50")),
+    ]
+    total = sum((line.price for line in lines), Decimal("0"))
+    return Event(
+        OrderPlaced("0b9f6c1e-3c5a-4d0e", "Ada Lovelace", "Via Roma 1, Milano", lines, total, "ada@example.com")
+    )
+
+
+def best_rate(work, n: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        work(n)
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+
+    from foodsite.events import decode, encode
+
+    event = sample_event()
+    print(f"order.placed with {len(event.payload.lines)} lines, {args.events:,} events, best of {args.repeat}")
+    print(f"{'format':<6} {'bytes/event':>11} {'encode ev/s':>12} {'decode ev/s':>12} {'both ev/s':>10}")
+    for fmt in ("json", "avro"):
+        value, content_type = encode(event, fmt)
+        assert decode(value, content_type) == event
+
+        def encode_n(n: int, fmt: str = fmt) -> None:
+            for _ in range(n):
+                encode(event, fmt)
+
+        def decode_n(n: int, value: bytes = value, content_type: str = content_type) -> None:
+            for _ in range(n):
+                decode(value, content_type)
+
+        def both_n(n: int, fmt: str = fmt) -> None:
+            for _ in range(n):
+                decode(*encode(event, fmt))
+
+        rates = [best_rate(work, args.events, args.repeat) for work in (encode_n, decode_n, both_n)]
+        print(f"{fmt:<6} {len(value):>11} {rates[0]:>12,.0f} {rates[1]:>12,.0f} {rates[2]:>10,.0f}")
+
+
+if __name__ == "__main__":
+    main()
