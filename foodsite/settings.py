@@ -196,6 +196,8 @@ OUTBOX_RELAY_EVERY_S = float(os.environ.get("OUTBOX_RELAY_EVERY_S", "5"))
 # or Celery broker down, retries exhausted) is queued again by beat's sweep, this often.
 NOTIFICATIONS_SEND_AFTER_S = float(os.environ.get("NOTIFICATIONS_SEND_AFTER_S", "60"))
 NOTIFICATIONS_SWEEP_EVERY_S = float(os.environ.get("NOTIFICATIONS_SWEEP_EVERY_S", "30"))
+# Events older than this when their email would go out are recorded, not emailed: news only.
+NOTIFICATIONS_MAX_AGE_H = float(os.environ.get("NOTIFICATIONS_MAX_AGE_H", "24"))
 CELERY_BEAT_SCHEDULE = {
     "relay-outbox": {"task": "foodsite.tasks.relay_outbox", "schedule": OUTBOX_RELAY_EVERY_S},
     "send-unsent-notifications": {"task": "notifications.tasks.send_unsent", "schedule": NOTIFICATIONS_SWEEP_EVERY_S},

@@ -18,6 +18,7 @@ class Notification(models.Model):
         PENDING = "pending", "Sending"
         SENT = "sent", "Emailed"
         NO_EMAIL = "no_email", "Not emailed: no address on the order"
+        STALE = "stale", "Not emailed: too old to be news"
 
     order_id = models.UUIDField()
     kind = models.CharField(max_length=20, choices=Kind.choices)

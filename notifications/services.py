@@ -56,6 +56,13 @@ def send(notification_id: int) -> str:
     notification = Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).first()
     if notification is None:
         return "settled"  # sent already, or nothing to send
+    if notification.occurred_at < timezone.now() - timedelta(hours=settings.NOTIFICATIONS_MAX_AGE_H):
+        # A new deployment's group starts at the earliest retained event (7 days): its
+        # customers must not get a week of "order received" at once. Same for a very late retry.
+        Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
+            status=Notification.Status.STALE
+        )
+        return "too old"
     recipient = Recipient.objects.filter(order_id=notification.order_id).first()
     if recipient is None:
         # Its payment (or courier) event was read before the order: `order.placed`

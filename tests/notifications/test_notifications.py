@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import uuid
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from confluent_kafka import Message
@@ -15,7 +16,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, decode
+from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced, decode
 from foodsite.kafka.producer import get_publisher
 from foodsite.kafka.runner import ConsumedEvent
 from foodsite.kafka.topics import logical_name
@@ -182,3 +183,19 @@ def test_the_order_page_lists_the_notifications(client, kafka, eager):
     page = client.get(f"/orders/{without}/").content.decode()
     assert "Order received" in page
     assert "Not emailed: no address on the order" in page
+
+
+def test_a_new_deployment_reading_a_week_of_log_emails_only_what_is_still_news(kafka, eager):
+    def order(days_ago: float) -> str:
+        order_id = str(uuid.uuid4())
+        payload = OrderPlaced(order_id, "Ada", "Via Roma 1", [], Decimal("10"), email="ada@example.com")
+        get_publisher().publish(Event(payload, occurred_at=timezone.now() - timedelta(days=days_ago)))
+        return order_id
+
+    old, recent = order(days_ago=3), order(days_ago=0.5)
+
+    kafka.drain(NotificationProjection())
+
+    assert inbox() == [("ada@example.com", RECEIVED)]
+    assert Notification.objects.get(order_id=old).status == "stale"
+    assert Notification.objects.get(order_id=recent).status == "sent"
