@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from stats.models import DishSales, SalesTotals
+from stats.models import DishSales, OrdersPerMinute, SalesTotals
 
 
 @admin.register(DishSales)
@@ -11,3 +11,9 @@ class DishSalesAdmin(admin.ModelAdmin):
 @admin.register(SalesTotals)
 class SalesTotalsAdmin(admin.ModelAdmin):
     list_display = ["orders", "revenue", "food_cost", "profit"]
+
+
+@admin.register(OrdersPerMinute)
+class OrdersPerMinuteAdmin(admin.ModelAdmin):
+    list_display = ["minute", "orders"]
+    ordering = ["-minute"]
