@@ -41,7 +41,7 @@ class Output:
         self._tty = sys.stdout.isatty()
 
     def line(self, name: str, text: str) -> None:
-        tag = f"{time.strftime('%H:%M:%S')} {name:<12}|"
+        tag = f"{time.strftime('%H:%M:%S')} {name:<16}|"
         if self._tty:
             color = self._colors.setdefault(name, COLORS[len(self._colors) % len(COLORS)])
             tag = f"\033[{color}m{tag}\033[0m"
