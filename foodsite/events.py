@@ -6,7 +6,7 @@ Every message value is an envelope::
      "occurred_at": "2026-11-24T18:00:00+00:00", "data": {...}}
 
 `id` lets consumers de-duplicate, `type` + `version` select the payload class below.
-Money travels as decimal strings, never floats. A change that removes or retypes a field
+Money travels as decimal strings (Avro: its decimal type), never floats. A change that removes or retypes a field
 is a new version; adding an optional field is not.
 
 The same envelope can travel as Avro instead of JSON (`encode(event, "avro")`, chosen per
