@@ -6,6 +6,7 @@ from uuid import UUID
 from foodsite.events import DeliveryDelivered, DeliveryPickedUp, OrderPlaced, PaymentSucceeded
 from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
+from foodsite.live import order_stream
 from notifications.models import Notification, Recipient
 from notifications.services import schedule_sending
 
@@ -63,3 +64,7 @@ class NotificationProjection(Projection):
             order_id__in={order_id for order_id, _ in notifications}, status=Notification.Status.PENDING
         ).values_list("pk", flat=True)
         schedule_sending(list(pending))
+
+    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
+        # The order pages show their notifications (a live region): new rows appear at once.
+        return {order_stream(e.payload.order_id) for e in events}

@@ -19,7 +19,7 @@ from django.utils import timezone
 from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced, decode
 from foodsite.kafka.producer import get_publisher
 from foodsite.kafka.runner import ConsumedEvent
-from foodsite.kafka.topics import logical_name
+from foodsite.kafka.topics import LIVE_UPDATES, logical_name
 from notifications import services
 from notifications.models import Notification, Recipient
 from notifications.projection import NotificationProjection
@@ -183,6 +183,10 @@ def test_the_order_page_lists_the_notifications(client, kafka, eager):
     page = client.get(f"/orders/{without}/").content.decode()
     assert "Order received" in page
     assert "Not emailed: no address on the order" in page
+    assert 'data-live-region="order-notifications"' in page
+    # ...and both pages were told to refresh that region (foodsite.live).
+    notices = {m.key().decode() for m in kafka.read_topic(LIVE_UPDATES)}
+    assert {f"order.{with_email}", f"order.{without}"} <= notices
 
 
 def test_a_new_deployment_reading_a_week_of_log_emails_only_what_is_still_news(kafka, eager):
