@@ -12,7 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from deliveries.permissions import is_courier
 from foodsite.live import courier_stream, ensure_bridge, order_stream, stats_stream
-from orders.selectors import SESSION_ORDERS_KEY
+from orders.selectors import orders_in_cookie
 
 
 class LiveStreamSocket(AsyncJsonWebsocketConsumer):
@@ -53,7 +53,7 @@ class StatsSocket(LiveStreamSocket):
 
 class OrderSocket(LiveStreamSocket):
     def allowed_stream(self) -> str | None:
-        # The same rule as the order page: the browser session that placed it, or staff.
+        # The same rule as the order page: the browser that placed it, or staff.
         order_id = str(self.scope["url_route"]["kwargs"]["order_id"])
-        owned = order_id in self.scope["session"].get(SESSION_ORDERS_KEY, [])
+        owned = order_id in orders_in_cookie(self.scope["cookies"])
         return order_stream(order_id) if owned or self.scope["user"].is_staff else None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import date
 
 from django import forms
@@ -26,12 +27,19 @@ class OrderForm(forms.Form):
     )
 
     def __init__(self, *args: object, dishes: list[Dish], **kwargs: object) -> None:
+        """`dishes`: those the posted quantities may name (any other is "not on the menu")."""
         super().__init__(*args, **kwargs)
         self.dishes = {dish.pk: dish for dish in dishes}
 
-    def menu_rows(self) -> list[tuple[Dish, str]]:
+    @staticmethod
+    def dish_ids_in(data: Mapping[str, str]) -> set[int]:
+        """The dish ids posted quantities name (to read only those dishes)."""
+        ids = (key.removeprefix(QUANTITY_PREFIX) for key in data if key.startswith(QUANTITY_PREFIX))
+        return {int(dish_id) for dish_id in ids if dish_id.isdigit()}
+
+    def menu_rows(self, menu: list[Dish]) -> list[tuple[Dish, str]]:
         """Each dish with the quantity typed for it, so a refused form keeps the cart."""
-        return [(dish, self.data.get(f"{QUANTITY_PREFIX}{dish.pk}", "")) for dish in self.dishes.values()]
+        return [(dish, self.data.get(f"{QUANTITY_PREFIX}{dish.pk}", "")) for dish in menu]
 
     def clean(self) -> dict:
         cleaned = super().clean()

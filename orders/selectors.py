@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from django.core import signing
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -11,20 +13,50 @@ from deliveries.models import Delivery
 from deliveries.selectors import delivery_of_order
 from orders.models import Dish, Order
 
-SESSION_ORDERS_KEY = "orders"
+# Customers have no account: the orders a browser placed are listed in a signed cookie
+# (not the database session, so an anonymous order costs no session row to write).
+ORDERS_COOKIE = "orders"
+ORDERS_COOKIE_SALT = "foodsite.orders"
+ORDERS_COOKIE_MAX_AGE = 30 * 24 * 3600
+ORDERS_REMEMBERED = 50  # the newest; older orders drop off the cookie
 
 
 def menu() -> QuerySet[Dish]:
     return Dish.objects.filter(is_available=True).order_by("name")
 
 
+def dishes_on_menu(ids: Iterable[int]) -> list[Dish]:
+    """Those of these dishes that are on the menu now."""
+    return list(menu().filter(pk__in=list(ids)))
+
+
 def order_with_lines(order_id: str) -> Order | None:
     return Order.objects.prefetch_related("lines", "payments").filter(pk=order_id).first()
 
 
+def _orders_signer() -> signing.TimestampSigner:
+    return signing.get_cookie_signer(salt=ORDERS_COOKIE_SALT)
+
+
+def orders_cookie_value(order_ids: list[str]) -> str:
+    """The signed cookie value listing these orders ("." needs no quoting in a cookie)."""
+    return _orders_signer().sign(".".join(order_ids[-ORDERS_REMEMBERED:]))
+
+
+def orders_in_cookie(cookies: Mapping[str, str]) -> list[str]:
+    """The order ids a browser's signed orders cookie lists; none if it is missing or forged."""
+    value = cookies.get(ORDERS_COOKIE)
+    if not value:
+        return []
+    try:
+        return _orders_signer().unsign(value, max_age=ORDERS_COOKIE_MAX_AGE).split(".")
+    except signing.BadSignature:
+        return []
+
+
 def customer_owns_order(request: HttpRequest, order: Order) -> bool:
-    """Customers have no account: an order belongs to the browser session that placed it."""
-    return str(order.pk) in request.session.get(SESSION_ORDERS_KEY, []) or request.user.is_staff
+    """An order belongs to the browser that placed it (its signed cookie); staff see all."""
+    return str(order.pk) in orders_in_cookie(request.COOKIES) or request.user.is_staff
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from recommendations import selectors as recommendation_selectors
 
 @require_http_methods(["GET", "POST"])
 def menu(request: HttpRequest) -> HttpResponse:
-    dishes = list(selectors.menu())
-    form = OrderForm(request.POST or None, dishes=dishes)
     if request.method == "POST":
+        # Only the dishes in the cart are read to check it; the whole menu only if the form
+        # comes back with an error (the hot path of the site reads one row per dish ordered).
+        form = OrderForm(request.POST, dishes=selectors.dishes_on_menu(OrderForm.dish_ids_in(request.POST)))
         if form.is_valid():
             try:
                 order = services.place_order(
@@ -30,10 +31,9 @@ def menu(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
-                _remember_order(request, order)
-                return redirect("order-detail", order_id=order.pk)
-        return render(request, "orders/menu.html", _menu_context(form, dishes), status=400)
-    return render(request, "orders/menu.html", _menu_context(form, dishes))
+                return _remember_order(request, order, redirect("order-detail", order_id=order.pk))
+        return render(request, "orders/menu.html", _menu_context(form, list(selectors.menu())), status=400)
+    return render(request, "orders/menu.html", _menu_context(OrderForm(dishes=[]), list(selectors.menu())))
 
 
 def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
@@ -48,7 +48,7 @@ def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
             quantity.strip().isdigit() and int(quantity) > 0,
             [by_id[p.dish_id] for p in often.get(dish.pk, [])],
         )
-        for dish, quantity in form.menu_rows()
+        for dish, quantity in form.menu_rows(dishes)
     ]
     popular = [(by_id[p.dish_id], p.units) for p in recommendation_selectors.popular_now(limit=5, among=by_id)]
     return {
@@ -99,7 +99,14 @@ def _customer_order(request: HttpRequest, order_id: str) -> Order | HttpResponse
     return order
 
 
-def _remember_order(request: HttpRequest, order: Order) -> None:
-    # Customers have no account: the session that placed an order owns it.
-    ids = request.session.get(selectors.SESSION_ORDERS_KEY, [])
-    request.session[selectors.SESSION_ORDERS_KEY] = [*ids, str(order.pk)][-50:]
+def _remember_order(request: HttpRequest, order: Order, response: HttpResponse) -> HttpResponse:
+    ids = [i for i in selectors.orders_in_cookie(request.COOKIES) if i != str(order.pk)]
+    response.set_cookie(
+        selectors.ORDERS_COOKIE,
+        selectors.orders_cookie_value([*ids, str(order.pk)]),
+        max_age=selectors.ORDERS_COOKIE_MAX_AGE,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=True,
+        samesite="Lax",
+    )
+    return response

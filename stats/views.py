@@ -1,12 +1,14 @@
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required, user_passes_test
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from stats import selectors
-from stats.kafka_view import kafka_view
+from stats.kafka_view import KafkaView, kafka_view
 
 
 def _staff_only(user: AbstractBaseUser) -> bool:
@@ -18,7 +20,21 @@ def _staff_only(user: AbstractBaseUser) -> bool:
 
 @login_required
 @user_passes_test(_staff_only)
-def dashboard(request: HttpRequest) -> HttpResponse:
+async def dashboard(request: HttpRequest) -> HttpResponse:
+    # The Kafka view can wait on the broker for seconds: it waits in a thread of its own, not
+    # in the one thread every other page's database work runs in (foodsite.asgi).
+    kafka = await sync_to_async(_kafka_view_closing_connections, thread_sensitive=False)()
+    return await sync_to_async(_render_dashboard)(request, kafka)
+
+
+def _kafka_view_closing_connections() -> KafkaView:
+    try:
+        return kafka_view()
+    finally:
+        connections.close_all()  # this pool thread's own connection (the view reads offsets)
+
+
+def _render_dashboard(request: HttpRequest, kafka: KafkaView) -> HttpResponse:
     per_minute = selectors.orders_per_minute()
     top = selectors.top_dishes()
     counts = [row.orders for row in per_minute]
@@ -37,6 +53,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "per_minute_peak": max(counts, default=0),
             "chart_minutes": selectors.CHART_MINUTES,
             "top_chart": {"labels": [dish.name for dish in top], "quantities": [dish.quantity for dish in top]},
-            "kafka": kafka_view(),
+            "kafka": kafka,
         },
     )

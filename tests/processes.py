@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,8 @@ class Services:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own process group: close() takes its children too (Celery's pool).
+                start_new_session=True,
             )
         self.running.append(process)
         self.log_files[process.pid] = path
@@ -101,6 +104,6 @@ class Services:
 
     def close(self) -> None:
         for process in self.running:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the group outlives a killed leader
+            process.wait()

@@ -26,8 +26,8 @@ def _stop_bridge():
 
 
 def headers(client=None, origin: str = "http://127.0.0.1:8000") -> list[tuple[bytes, bytes]]:
-    cookie = client.cookies["sessionid"].value if client is not None and "sessionid" in client.cookies else ""
-    return [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000"), (b"cookie", f"sessionid={cookie}".encode())]
+    cookies = "; ".join(f"{name}={morsel.value}" for name, morsel in (client.cookies if client else {}).items())
+    return [(b"origin", origin.encode()), (b"host", b"127.0.0.1:8000"), (b"cookie", cookies.encode())]
 
 
 def may_connect(path: str, client=None, origin: str = "http://127.0.0.1:8000") -> bool:

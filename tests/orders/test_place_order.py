@@ -169,6 +169,16 @@ def test_someone_elses_order_can_be_neither_seen_nor_paid(client, kafka):
     assert kafka.read_topic("payments") == []
 
 
+def test_a_forged_orders_cookie_owns_nothing(client, kafka):
+    order_id = order_id_from(place(client, {DishFactory(): 1}))
+    forger = Client()
+    forger.cookies["orders"] = order_id  # the id without our signature
+    assert forger.get(f"/orders/{order_id}/").status_code == 403
+    forger.cookies["orders"] = client.cookies["orders"].value.replace(order_id[:8], "00000000")
+    assert forger.get(f"/orders/{order_id}/").status_code == 403
+    assert client.get(f"/orders/{order_id}/").status_code == 200
+
+
 def test_unknown_order_is_a_404(client):
     assert client.get("/orders/00000000-0000-0000-0000-000000000000/").status_code == 404
 
