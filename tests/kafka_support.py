@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
 
+from foodsite.events import Event, decode
 from foodsite.kafka.producer import get_publisher
 from foodsite.kafka.runner import ConsumerRunner, Projection, RunStats
 from foodsite.kafka.topics import topic_name
@@ -53,6 +54,11 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             time.sleep(0.1)
 
 
+def decode_message(message: Message) -> Event:
+    """Decode as the consumers do: the content-type header says JSON or Avro."""
+    return decode(message.value(), content_type=dict(message.headers() or []).get("content-type"))
+
+
 @dataclass
 class KafkaTestBed:
     bootstrap_servers: str
@@ -84,9 +90,11 @@ class KafkaTestBed:
         finally:
             consumer.close()
 
-    def produce_raw(self, logical: str, key: bytes | None, value: bytes | None) -> None:
+    def produce_raw(
+        self, logical: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap_servers, "partitioner": "murmur2_random"})
-        producer.produce(topic_name(logical), key=key, value=value)
+        producer.produce(topic_name(logical), key=key, value=value, headers=headers)
         assert producer.flush(10) == 0
 
     def drain(self, projection: Projection, timeout: float = 60) -> RunStats:

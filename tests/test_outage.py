@@ -12,13 +12,12 @@ from collections import Counter
 import pytest
 import requests
 
-from foodsite.events import decode
 from foodsite.kafka.producer import reset_publisher
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 from foodsite.launcher import wait_http
 from foodsite.localkafka import LocalKafka, free_port
 from tests.http_client import logged_in, order_and_pay
-from tests.kafka_support import KafkaTestBed
+from tests.kafka_support import KafkaTestBed, decode_message
 from tests.processes import Services
 
 pytestmark = pytest.mark.system
@@ -84,7 +83,7 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
         wait_for(lambda: len(bed.read_topic("payments")) >= ORDERS, 60, "events never reached Kafka")
         print(f"every event on Kafka {time.monotonic() - back:.1f} s after the broker came back")
         for topic in ("orders", "payments"):
-            ids = Counter(decode(m.value()).id for m in bed.read_topic(topic))
+            ids = Counter(decode_message(m).id for m in bed.read_topic(topic))
             assert len(ids) == ORDERS, topic
             assert set(ids.values()) == {1}, f"{topic}: an event was sent twice"
 

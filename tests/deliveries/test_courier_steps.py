@@ -10,9 +10,10 @@ import pytest
 
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, decode
+from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
 from foodsite.kafka.runner import ConsumedEvent
 from tests.factories import CourierFactory, DishFactory, UserFactory
+from tests.kafka_support import decode_message
 from tests.web import logged_in, pay_order, place_order
 
 
@@ -49,7 +50,7 @@ def test_claim_pick_up_deliver_flow_through_kafka_to_the_customer(client, kafka,
     assert 'id="order-status">Delivered<' in client.get(f"/orders/{order_id}/").content.decode()
     assert f'data-order-id="{order_id}"' not in courier.get("/courier/").content.decode()
 
-    events = [decode(m.value()) for m in kafka.read_topic("delivery-status")]
+    events = [decode_message(m) for m in kafka.read_topic("delivery-status")]
     assert [(e.type, e.payload.order_id, e.payload.courier) for e in events] == [
         ("delivery.claimed", order_id, "courier"),
         ("delivery.picked_up", order_id, "courier"),

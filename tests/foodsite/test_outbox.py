@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from foodsite.events import decode
 from foodsite.kafka.producer import get_publisher, reset_publisher
 from foodsite.localkafka import free_port
 from foodsite.models import OutboxEvent
 from foodsite.outbox import relay_pending
 from orders.models import Order
 from tests.factories import DishFactory
+from tests.kafka_support import decode_message
 from tests.web import place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +37,7 @@ def test_orders_placed_while_kafka_is_down_are_received_and_relayed_once_it_is_b
 
     messages = kafka.read_topic("orders")
     assert sorted(m.key().decode() for m in messages) == sorted(order_ids)
-    assert {decode(m.value()).id for m in messages} == {str(row.id) for row in OutboxEvent.objects.all()}
+    assert {decode_message(m).id for m in messages} == {str(row.id) for row in OutboxEvent.objects.all()}
     assert not OutboxEvent.objects.filter(sent_at__isnull=True).exists()
 
 

@@ -16,7 +16,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced, decode
+from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced
 from foodsite.kafka.producer import get_publisher
 from foodsite.kafka.runner import ConsumedEvent
 from foodsite.kafka.topics import LIVE_UPDATES, logical_name
@@ -25,6 +25,7 @@ from notifications.models import Notification, Recipient
 from notifications.projection import NotificationProjection
 from notifications.tasks import send_unsent
 from tests.factories import DishFactory
+from tests.kafka_support import decode_message
 from tests.notifications.flaky_email import FlakyBackend
 from tests.web import pay_order, place_order
 
@@ -90,7 +91,7 @@ def test_a_duplicate_event_sends_nothing_more(client, kafka, eager):
     assert inbox() == [("ada@example.com", RECEIVED)]
 
     # The outbox relay can publish an event twice (delivered, then the process died).
-    kafka.produce_raw("orders", placed.key(), placed.value())
+    kafka.produce_raw("orders", placed.key(), placed.value(), placed.headers())
     stats = kafka.drain(NotificationProjection())
 
     assert stats.applied == 1
@@ -165,7 +166,7 @@ def test_a_payment_read_before_its_order_is_emailed_once_the_order_arrives(clien
 
 
 def consumed(message: Message) -> ConsumedEvent:
-    return ConsumedEvent(logical_name(message.topic()), message.partition(), message.offset(), decode(message.value()))
+    return ConsumedEvent(logical_name(message.topic()), message.partition(), message.offset(), decode_message(message))
 
 
 def test_the_order_page_lists_the_notifications(client, kafka, eager):

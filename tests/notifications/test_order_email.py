@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from foodsite.events import decode
 from orders.models import Order
 from tests.factories import DishFactory
+from tests.kafka_support import decode_message
 from tests.web import place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,7 +16,7 @@ def test_the_email_is_stored_and_travels_in_the_order_event(client, kafka):
     with_email = place_order(client, {DishFactory(): 1}, email="ada@example.com")
     without = place_order(client, {DishFactory(): 1})
 
-    events = {decode(m.value()).payload.order_id: decode(m.value()).payload for m in kafka.read_topic("orders")}
+    events = {decode_message(m).payload.order_id: decode_message(m).payload for m in kafka.read_topic("orders")}
 
     assert events[with_email].email == "ada@example.com"
     assert events[without].email is None

@@ -6,12 +6,13 @@ import re
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
-from foodsite.events import OrderPlaced, PaymentFailed, PaymentSucceeded, decode
+from foodsite.events import CONTENT_TYPE_AVRO, CONTENT_TYPE_JSON, OrderPlaced, PaymentFailed, PaymentSucceeded
 from orders.models import Order
 from tests.factories import DishFactory
-from tests.kafka_support import murmur2_partition
+from tests.kafka_support import decode_message, murmur2_partition
 from tests.web import GOOD_CARD
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,8 +46,9 @@ def test_placed_order_is_an_event_keyed_by_order_id_on_its_murmur2_partition(cli
     [message] = kafka.read_topic("orders")
     assert message.key() == order_id.encode()
     assert message.partition() == murmur2_partition(order_id.encode(), kafka.partitions)
-    assert dict(message.headers())["content-type"] == b"application/json"
-    event = decode(message.value())
+    expected_type = {"json": CONTENT_TYPE_JSON, "avro": CONTENT_TYPE_AVRO}[settings.EVENT_FORMAT]
+    assert dict(message.headers())["content-type"].decode().startswith(expected_type)
+    event = decode_message(message)
     assert isinstance(event.payload, OrderPlaced)
     assert event.payload.order_id == order_id
     assert event.payload.total == Decimal("19.00")
@@ -80,7 +82,7 @@ def test_payment_event_is_co_partitioned_with_its_order(client, kafka):
     [payment_message] = kafka.read_topic("payments")
     assert payment_message.key() == order_id.encode()
     assert payment_message.partition() == order_message.partition()
-    payment = decode(payment_message.value()).payload
+    payment = decode_message(payment_message).payload
     assert isinstance(payment, PaymentSucceeded)
     assert payment.amount == Decimal("36.00")
     assert payment.card_last4 == "4242"
@@ -209,7 +211,7 @@ def test_a_declined_card_publishes_payment_failed_and_leaves_the_order_payable(c
     assert response.status_code == 402
     assert "Card declined" in response.content.decode()
     [message] = kafka.read_topic("payments")
-    assert isinstance(decode(message.value()).payload, PaymentFailed)
+    assert isinstance(decode_message(message).payload, PaymentFailed)
     assert client.post(f"/orders/{order_id}/pay/", GOOD_CARD).status_code == 302
 
 

@@ -98,7 +98,7 @@ def test_a_duplicate_order_event_counts_once(client, kafka, menu):
     place_order(client, {menu["Pizza"]: 1, menu["Beer"]: 1})
     [placed] = kafka.read_topic("orders")
     kafka.drain(RecommendationProjection())
-    kafka.produce_raw("orders", placed.key(), placed.value())  # the outbox relay sent it twice
+    kafka.produce_raw("orders", placed.key(), placed.value(), placed.headers())  # the outbox relay sent it twice
 
     kafka.drain(RecommendationProjection())
 
