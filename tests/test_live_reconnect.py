@@ -3,19 +3,17 @@ itself when the web process is back, and is live again. Real daphne, consumers a
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
 from foodsite.launcher import wait_http
 from foodsite.localkafka import free_port
+from tests.browser import launch_chromium
 from tests.http_client import order_and_pay
 from tests.processes import Services
 
 pytestmark = pytest.mark.system
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 def test_a_dropped_socket_says_so_and_reconnects_by_itself(kafka, tmp_path):
@@ -30,10 +28,7 @@ def test_a_dropped_socket_says_so_and_reconnects_by_itself(kafka, tmp_path):
         wait_http(f"{url}/healthz", timeout=60)
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
+            browser = launch_chromium(playwright)
             courier = browser.new_page()
             courier.goto(f"{url}/accounts/login/")
             courier.get_by_label("Username").fill("courier")

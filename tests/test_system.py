@@ -21,13 +21,13 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from foodsite.localkafka import free_port
+from tests.browser import launch_chromium
 from tests.http_client import order_and_pay
 
 pytestmark = pytest.mark.system
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SCREENSHOTS = BASE_DIR / "test-artifacts" / "screenshots"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 DEMO_PASSWORD = "foodsite-demo"
 
 
@@ -68,10 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 

@@ -4,7 +4,6 @@ numbers counted by hand on a fixed set of orders, then the menu that shows them.
 from __future__ import annotations
 
 import io
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,11 +16,11 @@ from foodsite.kafka.producer import get_publisher
 from recommendations.models import DishPair
 from recommendations.projection import RecommendationProjection
 from recommendations.selectors import Partner, Popular, often_ordered_with, popular_now
+from tests.browser import launch_chromium
 from tests.factories import DishFactory
 from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture
@@ -142,9 +141,7 @@ def test_the_hint_appears_in_the_browser_when_a_quantity_is_typed(live_server, m
     # Playwright's sync API runs an event loop in this thread; the ORM is done by now.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             page.goto(live_server.url)

@@ -6,7 +6,6 @@ the real view. The server is Django's live server, the numbers come from the rea
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -14,12 +13,11 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
 from stats.projection import SalesProjection
+from tests.browser import launch_chromium
 from tests.factories import PASSWORD, DishFactory, StaffFactory
 from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +27,7 @@ def browser() -> Iterator[Browser]:
     mp = pytest.MonkeyPatch()
     mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
     mp.undo()
