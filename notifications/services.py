@@ -31,20 +31,16 @@ SUBJECTS = {
 
 
 def schedule_sending(notification_ids: Collection[int]) -> None:
-    """Queue one sending task per notification once the current transaction commits (a task
-    queued before the commit could run before the row exists). `robust`: a Celery broker
-    that is down must not fail the consumer's batch; the beat sweep sends these later."""
+    """Queue the sending of these notifications once the current transaction commits (a task
+    queued before the commit could run before the rows exist): one message for them all,
+    which the worker fans out into one task each. `robust`: a Celery broker that is down
+    must not fail the consumer's batch; the beat sweep sends these later."""
     if not notification_ids:
         return
-    from notifications.tasks import send_notification  # the tasks module imports this one
+    from notifications.tasks import send_batch  # the tasks module imports this one
 
     ids = list(notification_ids)
-
-    def enqueue() -> None:
-        for notification_id in ids:
-            send_notification.delay(notification_id)
-
-    transaction.on_commit(enqueue, robust=True)
+    transaction.on_commit(lambda: send_batch.delay(ids), robust=True)
 
 
 def send(notification_id: int) -> str:

@@ -24,11 +24,19 @@ def send_notification(notification_id: int) -> str:
     return services.send(notification_id)
 
 
+@shared_task(name="notifications.tasks.send_batch")
+def send_batch(notification_ids: list[int]) -> int:
+    """One task per notification, each retried on its own. The consumer queues one of these
+    per batch: queueing a message costs ~3 ms on the local transport, and a batch of 1000
+    orders would otherwise hold the consumer for seconds after its commit."""
+    for notification_id in notification_ids:
+        send_notification.delay(notification_id)
+    return len(notification_ids)
+
+
 @shared_task(name="notifications.tasks.send_unsent")
 def send_unsent() -> int:
     """Queue the notifications still unsent NOTIFICATIONS_SEND_AFTER_S after they were
     recorded; run by beat, or by hand: `celery -A foodsite call notifications.tasks.send_unsent`."""
     ids = services.unsent(older_than=timedelta(seconds=settings.NOTIFICATIONS_SEND_AFTER_S))
-    for notification_id in ids:
-        send_notification.delay(notification_id)
-    return len(ids)
+    return send_batch(ids)
