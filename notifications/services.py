@@ -14,6 +14,8 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from foodsite.kafka.producer import get_publisher
+from foodsite.live import announce, order_stream
 from notifications.models import Notification, Recipient
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ def send(notification_id: int) -> str:
         Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
             status=Notification.Status.STALE
         )
+        _show_on_order_page(notification)
         return "too old"
     recipient = Recipient.objects.filter(order_id=notification.order_id).first()
     if recipient is None:
@@ -68,6 +71,7 @@ def send(notification_id: int) -> str:
         Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING).update(
             status=Notification.Status.NO_EMAIL
         )
+        _show_on_order_page(notification)
         return "no email address"
 
     token, now = uuid.uuid4(), timezone.now()
@@ -87,6 +91,7 @@ def send(notification_id: int) -> str:
         status=Notification.Status.SENT, sent_at=timezone.now(), sent_to=recipient.email, claim=None, claimed_at=None
     )
     log.info("emailed %s to %s", notification, recipient.email)
+    _show_on_order_page(notification)
     return "sent"
 
 
@@ -104,6 +109,11 @@ def unsent(older_than: timedelta, limit: int = 500) -> list[int]:
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+def _show_on_order_page(notification: Notification) -> None:
+    # The worker changed what the order page lists: tell its open pages (foodsite.live).
+    announce(get_publisher().producer, {order_stream(str(notification.order_id))})
 
 
 def _message(notification: Notification, recipient: Recipient) -> EmailMessage:

@@ -72,6 +72,12 @@ class EventPublisher:
             on_delivery=on_delivery or _log_delivery,
         )
 
+    @property
+    def producer(self) -> Producer:
+        """The underlying client, for fire-and-forget messages that are not events (the live
+        pages' notices, foodsite.live.announce)."""
+        return self._producer
+
     def after_poll(self, hook: Callable[[], None]) -> None:
         """Run `hook` in the poll thread after each poll (e.g. to record deliveries in bulk)."""
         if hook not in self._after_poll:

@@ -204,3 +204,14 @@ def test_a_new_deployment_reading_a_week_of_log_emails_only_what_is_still_news(k
     assert inbox() == [("ada@example.com", RECEIVED)]
     assert Notification.objects.get(order_id=old).status == "stale"
     assert Notification.objects.get(order_id=recent).status == "sent"
+
+
+def test_the_worker_tells_the_order_page_when_an_email_is_sent(kafka, transactional_db):
+    order_id = uuid.uuid4()
+    Recipient.objects.create(order_id=order_id, customer_name="Ada", email="ada@example.com", total=10)
+    notification = Notification.objects.create(order_id=order_id, kind="paid", occurred_at=timezone.now())
+
+    assert services.send(notification.pk) == "sent"  # what the worker's task runs
+
+    notices = [m.key().decode() for m in kafka.read_topic(LIVE_UPDATES)]
+    assert notices == [f"order.{order_id}"]  # the page's notifications region re-reads itself
