@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _delivered: list[str] = []  # event ids acknowledged by Kafka, not yet marked sent
 _delivered_lock = threading.Lock()
+_marking = threading.Lock()
 
 
 def enqueue(event: Event) -> None:
@@ -82,19 +83,23 @@ def _on_delivery(event_id: str) -> Callable[[KafkaError | None, Message], None]:
 
 
 def mark_delivered() -> int:
-    """Mark the acknowledged events sent, in one UPDATE (called from the producer's poll thread)."""
-    with _delivered_lock:
-        ids = _delivered[:]
-        _delivered.clear()
-    if not ids:
-        return 0
-    close_old_connections()
-    try:
-        return OutboxEvent.objects.filter(id__in=ids, sent_at__isnull=True).update(sent_at=timezone.now())
-    except Exception:
-        with _delivered_lock:  # try again after the next poll
-            _delivered.extend(ids)
-        raise
+    """Mark the acknowledged events sent, in one UPDATE (called from the producer's poll thread,
+    and by the relay after its flush)."""
+    # One marker at a time: the relay's call must wait for the poll thread's UPDATE under way,
+    # or it would return before those rows are marked and a next pass would send them again.
+    with _marking:
+        with _delivered_lock:
+            ids = _delivered[:]
+            _delivered.clear()
+        if not ids:
+            return 0
+        close_old_connections()
+        try:
+            return OutboxEvent.objects.filter(id__in=ids, sent_at__isnull=True).update(sent_at=timezone.now())
+        except Exception:
+            with _delivered_lock:  # try again after the next poll
+                _delivered.extend(ids)
+            raise
 
 
 def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30) -> int:

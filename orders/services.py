@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -41,8 +42,12 @@ def place_order(
     items: list[CartItem],
     idempotency_key: str | None = None,
     email: str | None = None,
+    menu: Mapping[int, Dish] | None = None,
 ) -> Order:
     """Create the order at the menu's prices; `order.placed` goes out through the outbox.
+
+    `menu`: the ordered dishes as the caller just read them (the order form did, to check
+    the cart), so that they are not read twice; read here when not given.
 
     The same idempotency key (one per rendering of the order form) gives back the order it
     already created: a double click or a browser retry does not order twice. The key's unique
@@ -52,7 +57,7 @@ def place_order(
     for item in items:
         if not 1 <= item.quantity <= MAX_QUANTITY:
             raise ValidationError(f"Quantities must be between 1 and {MAX_QUANTITY}.")
-    dishes = Dish.objects.in_bulk([item.dish_id for item in items])
+    dishes = menu if menu is not None else Dish.objects.in_bulk([item.dish_id for item in items])
     unknown = [item.dish_id for item in items if item.dish_id not in dishes or not dishes[item.dish_id].is_available]
     if unknown:
         raise ValidationError(f"Unknown dish: {unknown[0]}.")

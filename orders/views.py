@@ -27,6 +27,7 @@ def menu(request: HttpRequest) -> HttpResponse:
                     items=form.cleaned_data["items"],
                     idempotency_key=form.cleaned_data["idempotency_key"],
                     email=form.cleaned_data["email"] or None,
+                    menu=form.dishes,
                 )
             except ValidationError as exc:
                 form.add_error(None, exc)
