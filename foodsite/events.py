@@ -97,11 +97,9 @@ class PaymentFailed:
 
 
 @dataclass(frozen=True)
-class DeliveryClaimed:
-    """A courier took the delivery of a paid order."""
+class _CourierStep:
+    """A courier moved a delivery on; the subclasses say which step."""
 
-    TYPE: ClassVar[str] = "delivery.claimed"
-    VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str] = "delivery-status"
 
     order_id: str
@@ -109,25 +107,25 @@ class DeliveryClaimed:
 
 
 @dataclass(frozen=True)
-class DeliveryPickedUp:
+class DeliveryClaimed(_CourierStep):
+    """A courier took the delivery of a paid order."""
+
+    TYPE: ClassVar[str] = "delivery.claimed"
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class DeliveryPickedUp(_CourierStep):
     """The courier has the food: the order is out for delivery."""
 
     TYPE: ClassVar[str] = "delivery.picked_up"
     VERSION: ClassVar[int] = 1
-    TOPIC: ClassVar[str] = "delivery-status"
-
-    order_id: str
-    courier: str
 
 
 @dataclass(frozen=True)
-class DeliveryDelivered:
+class DeliveryDelivered(_CourierStep):
     TYPE: ClassVar[str] = "delivery.delivered"
     VERSION: ClassVar[int] = 1
-    TOPIC: ClassVar[str] = "delivery-status"
-
-    order_id: str
-    courier: str
 
 
 DeliveryStatusChanged = DeliveryClaimed | DeliveryPickedUp | DeliveryDelivered

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
 
-from foodsite.events import Event, decode
 from foodsite.kafka.producer import get_publisher
 from foodsite.kafka.runner import ConsumerRunner, Projection, RunStats
 from foodsite.kafka.topics import topic_name
@@ -52,11 +51,6 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-
-
-def decode_message(message: Message) -> Event:
-    """Decode as the consumers do: the content-type header says JSON or Avro."""
-    return decode(message.value(), content_type=dict(message.headers() or []).get("content-type"))
 
 
 @dataclass

@@ -13,11 +13,12 @@ import pytest
 import requests
 
 from foodsite.kafka.producer import reset_publisher
+from foodsite.kafka.runner import decode_message
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 from foodsite.launcher import wait_http
 from foodsite.localkafka import LocalKafka, free_port
 from tests.http_client import logged_in, order_and_pay
-from tests.kafka_support import KafkaTestBed, decode_message
+from tests.kafka_support import KafkaTestBed
 from tests.processes import Services
 
 pytestmark = pytest.mark.system

@@ -272,7 +272,7 @@ class ConsumerRunner:
                 continue  # fetched before its partition was revoked; its new owner reads it
             next_offsets[position] = message.offset() + 1
             try:
-                event = decode(message.value(), content_type=_header(message, "content-type"))
+                event = decode_message(message)
             except InvalidEvent as exc:
                 dead.append((message, str(exc)))
                 continue
@@ -386,9 +386,8 @@ def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
 
 
-def _header(message: Message, name: str) -> bytes | None:
-    # No content-type header means JSON: every event from before Avro, and bare producers.
-    for key, value in message.headers() or ():
-        if key == name:
-            return value
-    return None
+def decode_message(message: Message) -> Event:
+    """Decode a consumed message by its `content-type` header (JSON or Avro; none means JSON:
+    every event from before Avro, and bare producers)."""
+    content_type = next((value for key, value in message.headers() or () if key == "content-type"), None)
+    return decode(message.value(), content_type=content_type)

@@ -11,9 +11,8 @@ import pytest
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
 from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
-from foodsite.kafka.runner import ConsumedEvent
+from foodsite.kafka.runner import ConsumedEvent, decode_message
 from tests.factories import CourierFactory, DishFactory, UserFactory
-from tests.kafka_support import decode_message
 from tests.web import logged_in, pay_order, place_order
 
 

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 
 from foodsite.kafka.producer import get_publisher, reset_publisher
+from foodsite.kafka.runner import decode_message
 from foodsite.localkafka import free_port
 from foodsite.models import OutboxEvent
 from foodsite.outbox import relay_pending
 from orders.models import Order
 from tests.factories import DishFactory
-from tests.kafka_support import decode_message
 from tests.web import place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -18,14 +18,13 @@ from django.utils import timezone
 
 from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced
 from foodsite.kafka.producer import get_publisher
-from foodsite.kafka.runner import ConsumedEvent
+from foodsite.kafka.runner import ConsumedEvent, decode_message
 from foodsite.kafka.topics import LIVE_UPDATES, logical_name
 from notifications import services
 from notifications.models import Notification, Recipient
 from notifications.projection import NotificationProjection
 from notifications.tasks import send_unsent
 from tests.factories import DishFactory
-from tests.kafka_support import decode_message
 from tests.notifications.flaky_email import FlakyBackend
 from tests.web import pay_order, place_order
 

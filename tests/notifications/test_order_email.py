@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from foodsite.kafka.runner import decode_message
 from orders.models import Order
 from tests.factories import DishFactory
-from tests.kafka_support import decode_message
 from tests.web import place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.test import Client
 
 from foodsite.events import CONTENT_TYPE_AVRO, CONTENT_TYPE_JSON, OrderPlaced, PaymentFailed, PaymentSucceeded
+from foodsite.kafka.runner import decode_message
 from orders.models import Order
 from tests.factories import DishFactory
-from tests.kafka_support import decode_message, murmur2_partition
+from tests.kafka_support import murmur2_partition
 from tests.web import GOOD_CARD
 
 pytestmark = pytest.mark.django_db(transaction=True)
