@@ -4,6 +4,7 @@ from django.urls import path
 
 from deliveries import views as deliveries_views
 from foodsite import views as site_views
+from foodsite.metrics import metrics_view
 from orders import views as orders_views
 from stats import views as stats_views
 
@@ -18,5 +19,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("home/", site_views.home, name="home"),
     path("healthz", site_views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -31,6 +32,8 @@ class ConsumerCommand(BaseCommand):
     def handle(self, *args: object, batch_size: int, until_caught_up: bool, replay: bool, **options: object) -> None:
         runner = ConsumerRunner(self.projection_class(), batch_size=batch_size)
         if replay:
+            # A progress bar, not a line per event re-read.
+            logging.getLogger("foodsite.kafka.events").setLevel(logging.WARNING)
             self._refuse_if_group_running(runner.group)
             runner.reset()
             runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))

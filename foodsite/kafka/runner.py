@@ -23,13 +23,17 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
 
+from foodsite import tracing
 from foodsite.events import Event, InvalidEvent, decode
 from foodsite.kafka.client_log import client_log_config
 from foodsite.kafka.topics import dead_letter_topic, group_name, logical_name, topic_name
 from foodsite.live import announce
+from foodsite.metrics import ConsumerMetrics
 from foodsite.models import ConsumerOffset
 
 log = logging.getLogger(__name__)
+# One line per applied event, with its trace id (LOG_EVENTS_LEVEL=WARNING silences it).
+events_log = logging.getLogger("foodsite.kafka.events")
 
 
 class TransientError(Exception):
@@ -45,6 +49,7 @@ class ConsumedEvent(NamedTuple):  # a tuple: created for every event, it must be
     partition: int
     offset: int
     event: Event
+    traceparent: str = ""  # the request that caused it (foodsite.tracing), "" if unknown
 
     @property
     def payload(self):
@@ -105,6 +110,7 @@ class ConsumerRunner:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = RunStats()
+        self.metrics = ConsumerMetrics(projection.group)  # the same counts, for /metrics
         self.on_batch = on_batch  # called after each committed batch, e.g. a progress bar
         self._stopping = False
         # Next offset per owned partition as stored in the database; None = no row yet.
@@ -251,12 +257,14 @@ class ConsumerRunner:
                     log.warning("%s stopping with a batch not applied (it will be read again): %s", self.group, exc)
                     return
                 self.stats.retries += 1
+                self.metrics.retry()
                 log.warning("%s: transient error, retrying in %.1f s: %s", self.group, delay, exc)
                 self._sleep(delay)
                 delay = min(delay * 2, 30)
                 close_old_connections()
 
     def _process(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
         events: list[ConsumedEvent] = []
         sources: dict[int, Message] = {}  # id(event) -> message, to dead-letter the original bytes
         dead: list[tuple[Message, str]] = []
@@ -279,7 +287,8 @@ class ConsumerRunner:
                 dead.append((message, str(exc)))
                 continue
             if isinstance(event.payload, self.projection.handles):
-                consumed = ConsumedEvent(position[0], message.partition(), message.offset(), event)
+                traceparent = tracing.header_of(message.headers())
+                consumed = ConsumedEvent(position[0], message.partition(), message.offset(), event, traceparent)
                 events.append(consumed)
                 sources[id(consumed)] = message
             else:
@@ -297,7 +306,9 @@ class ConsumerRunner:
         self._positions.update(next_offsets)
         if len(events) > len(failed):
             # After the commit: a page re-read now sees the change.
-            announce(self._producer, self.projection.live_streams(events))
+            announce(self._producer, self.projection.live_streams(events), _one_trace(events))
+            self._log_applied(events, failed)
+        self.metrics.batch(time.perf_counter() - started, len(events) - len(failed), skipped, len(dead))
         self.stats.batches += 1
         self.stats.applied += len(events) - len(failed)
         self.stats.dead_lettered += len(dead)
@@ -308,6 +319,17 @@ class ConsumerRunner:
             offsets=[TopicPartition(topic_name(t), p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,
         )
+
+    def _log_applied(self, events: list[ConsumedEvent], failed: list[tuple[ConsumedEvent, str]]) -> None:
+        if not events_log.isEnabledFor(logging.INFO):
+            return
+        failed_ids = {id(event) for event, _ in failed}
+        for e in events:
+            if id(e) not in failed_ids:
+                extra = {"trace_id": tracing.trace_id_of(e.traceparent)}
+                events_log.info(
+                    "%s applied %s %s[%d]@%d", self.group, e.event.type, e.topic, e.partition, e.offset, extra=extra
+                )
 
     def _apply(self, events: list[ConsumedEvent]) -> list[tuple[ConsumedEvent, str]]:
         """Apply the batch; if it fails for a non-transient reason, apply event by event so
@@ -386,6 +408,13 @@ class ConsumerRunner:
 
 def _describe(partitions: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
+
+def _one_trace(events: list[ConsumedEvent]) -> str:
+    """The batch's trace when all its events share one (a live order's step), else "": a
+    notice about several orders' events belongs to none of them."""
+    traces = {e.traceparent for e in events}
+    return traces.pop() if len(traces) == 1 else ""
 
 
 def decode_message(message: Message) -> Event:
