@@ -253,6 +253,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "foodsite.outbox": {"level": "INFO"},
+        # The worker runs with --loglevel WARNING (Celery's own chatter); a notification's line stays.
+        "notifications": {"level": "INFO"},
         # One line per event a consumer applied (with its trace id): LOG_EVENTS_LEVEL=WARNING silences it.
         "foodsite.kafka.events": {"level": os.environ.get("LOG_EVENTS_LEVEL", "INFO")},
     },
