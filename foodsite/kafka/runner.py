@@ -328,7 +328,14 @@ class ConsumerRunner:
             if id(e) not in failed_ids:
                 extra = {"trace_id": tracing.trace_id_of(e.traceparent)}
                 events_log.info(
-                    "%s applied %s %s[%d]@%d", self.group, e.event.type, e.topic, e.partition, e.offset, extra=extra
+                    "%s applied %s for %s %s[%d]@%d",
+                    self.group,
+                    e.event.type,
+                    e.event.key,
+                    e.topic,
+                    e.partition,
+                    e.offset,
+                    extra=extra,
                 )
 
     def _apply(self, events: list[ConsumedEvent]) -> list[tuple[ConsumedEvent, str]]:
