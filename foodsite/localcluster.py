@@ -101,9 +101,14 @@ class LocalCluster:
         `popen` goes to every node's LocalKafka.start (e.g. stdout=subprocess.PIPE), and again
         to start_node later."""
         self._popen = popen
+        # The JVMs that format fresh storage run in parallel; the nodes themselves start from
+        # this thread: a child asking for PR_SET_PDEATHSIG (the launcher's) would be killed when
+        # the pool thread that started it ends.
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
-            for started in [pool.submit(node.start, **popen) for node in self.nodes]:
-                started.result()
+            for formatted in [pool.submit(node.ensure_formatted) for node in self.nodes]:
+                formatted.result()
+        for node in self.nodes:
+            node.start(**popen)
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Return once every node answers and every broker is registered (unfenced) in the
