@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         args.home, ports=args.ports, size=len(args.ports) if args.ports else args.size, libs=args.libs
     )
     stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+    # Until ready, Ctrl-C interrupts the wait (KeyboardInterrupt); then it ends the loop below.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         cluster.start(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         for node in cluster.nodes:
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         cluster.wait_ready()
         print(f"ready in {time.monotonic() - started:.1f} s: {cluster.bootstrap_servers}", flush=True)
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
         while not stopping.wait(0.5):
             for node in cluster.nodes:
                 if node.process.poll() is not None:
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         cluster.stop()
 
