@@ -73,6 +73,7 @@ def hand_counted(menu) -> tuple[dict, list]:
     return often, popular
 
 
+@pytest.mark.db_write
 def test_recommendations_match_co_occurrence_counted_by_hand_also_after_a_replay(client, kafka, menu):
     place_fixed_orders(client, menu)
     often, popular = hand_counted(menu)
@@ -93,6 +94,7 @@ def test_recommendations_match_co_occurrence_counted_by_hand_also_after_a_replay
     assert popular_now(limit=10) == popular
 
 
+@pytest.mark.db_write
 def test_a_duplicate_order_event_counts_once(client, kafka, menu):
     place_order(client, {menu["Pizza"]: 1, menu["Beer"]: 1})
     [placed] = kafka.read_topic("orders")
@@ -105,6 +107,7 @@ def test_a_duplicate_order_event_counts_once(client, kafka, menu):
     assert popular_now() == [Popular(menu["Pizza"].pk, 1), Popular(menu["Beer"].pk, 1)]  # a tie: lower id first
 
 
+@pytest.mark.db_write
 def test_the_menu_shows_popular_now_and_often_ordered_with_for_dishes_in_the_cart(client, kafka, menu):
     place_fixed_orders(client, menu)
     kafka.drain(RecommendationProjection())
