@@ -236,10 +236,11 @@ def main() -> int:
             web_ports = [int(port)]
         for web_port in web_ports:
             wait_http(f"http://127.0.0.1:{web_port}/healthz", timeout=60)
+        shape = " (cluster: 3 Kafka nodes, PostgreSQL, Redis, 2 copies of each process)" if clustered else ""
         also = "".join(f" (also http://127.0.0.1:{p}/)" for p in web_ports[1:])
         out.line(
             "launcher",
-            f"ready in {time.monotonic() - started:.1f} s ({profile}): menu http://127.0.0.1:{port}/{also} · "
+            f"ready in {time.monotonic() - started:.1f} s{shape}: menu http://127.0.0.1:{port}/{also} · "
             f"courier http://127.0.0.1:{port}/courier/ · stats http://127.0.0.1:{port}/stats/ · Ctrl-C stops all",
         )
 
