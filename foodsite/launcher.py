@@ -7,8 +7,8 @@ app processes first (so consumers finish their batch and leave their group) and 
 
 FOODSITE_PROFILE=cluster starts the production shape instead: three Kafka nodes
 (foodsite.localcluster, replication factor 3), PostgreSQL and Redis from Debian's packages,
-and two copies of every Procfile process (web on PORT and PORT+1; beat in the first worker
-only). Its state lives under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then
+and two copies of every Procfile process (web on PORT and PORT+1) but Celery beat, which
+runs once. Its state lives under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then
 the Kafka nodes, PostgreSQL, Redis.
 
 Usage: python -m foodsite.launcher   (env: PORT=8000, KAFKA_PORT=9092, FOODSITE_HOME=.local,
@@ -83,16 +83,21 @@ def read_procfile(path: Path) -> list[tuple[str, str]]:
 
 def cluster_processes(entries: list[tuple[str, str]], port: int) -> list[tuple[str, str, dict[str, str]]]:
     """The cluster profile's app processes: two copies of each Procfile entry, "web-1" on
-    PORT, "web-2" on PORT+1 and so on. Celery beat must run once (two beats queue every
-    periodic task twice), so only the first worker keeps --beat; every worker gets its own
-    node name (two workers of one name confuse Celery's remote control)."""
+    PORT, "web-2" on PORT+1 and so on, except Celery beat, which must run once (two beats
+    queue every periodic task twice): the `beat` process runs alone, and a worker started
+    with --beat keeps it in its first copy only. Every worker copy gets its own node name
+    (two workers of one name confuse Celery's remote control)."""
     processes = []
     for name, command in entries:
+        words = command.split()
+        if words[:1] == ["celery"] and "beat" in words:
+            processes.append((name, command, {}))
+            continue
         for copy in range(1, COPIES + 1):
             own = command
-            if own.startswith("celery "):
-                if copy > 1:
-                    own = " ".join(word for word in own.split() if word != "--beat")
+            if copy > 1 and "--beat" in words:
+                own = " ".join(word for word in words if word != "--beat")
+            if words[:1] == ["celery"] and "worker" in words:
                 own = f"{own} --hostname {name}-{copy}@%h"
             processes.append((f"{name}-{copy}", own, {"PORT": str(port + copy - 1)}))
     return processes
@@ -263,20 +268,24 @@ def main() -> int:
         return 1
     finally:
         out.line("launcher", "stopping")
+        stop_started = time.monotonic()
         for process in processes.values():
-            _signal_group(process, signal.SIGTERM)
+            # The process itself, not its group: Celery's main process stops its pool children
+            # in order; a SIGTERM of its own makes a child die mid-task (and log an ERROR).
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
         for name, process in processes.items():
             # Wait for the whole group: Kafka must outlive every consumer's goodbye.
             while _group_alive(process) and time.monotonic() < deadline:
-                time.sleep(0.1)
+                time.sleep(0.05)
             if _group_alive(process):
                 out.line("launcher", f"{name} did not stop in 15 s; killing it")
                 _signal_group(process, signal.SIGKILL)
             process.wait()
         for _, server in servers:
             server.stop()
-        out.line("launcher", "stopped")
+        out.line("launcher", f"stopped in {time.monotonic() - stop_started:.1f} s")
 
 
 if __name__ == "__main__":
