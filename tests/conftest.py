@@ -47,14 +47,20 @@ def on_postgres(config: pytest.Config) -> bool:
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(request: pytest.FixtureRequest) -> None:
+def django_db_modify_db_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """pytest-django's hook before it creates the test database: with --db postgres, point the
-    default database at the session's PostgreSQL server (pytest-django then creates test_foodsite)."""
+    default database at the session's PostgreSQL server (pytest-django then creates test_foodsite).
+
+    On SQLite, the test database is a file, as in production, not Django's in-memory default:
+    its shared cache fails a second writer at once ("database table is locked") instead of
+    letting it wait, so tests racing requests or consumers in threads could not run on it."""
+    default = django_settings.DATABASES["default"]
     if not on_postgres(request.config):
+        if default["ENGINE"] == "django.db.backends.sqlite3":
+            default.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
         return
     server: LocalPostgres = request.getfixturevalue("postgres_server")
     parsed = dj_database_url.parse(server.url("foodsite"))
-    default = django_settings.DATABASES["default"]
     # In place: Django's connection handler holds this very dict. OPTIONS are SQLite's (WAL,
     # IMMEDIATE transactions), meaningless to PostgreSQL.
     default.update({key: parsed[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")})
