@@ -4,7 +4,10 @@ from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 
 
 class Command(BaseCommand):
-    help = "Create the topics that are missing (orders, payments, delivery-status, dead letters); print them all."
+    help = (
+        "Create the topics that are missing (orders, payments, delivery-status, dead letters, each group's "
+        "re-drive topic); print them all."
+    )
 
     def handle(self, *args: object, **options: object) -> None:
         statuses = ensure_topics(admin_client(), declared_topics())
