@@ -32,7 +32,13 @@ class DeadLetter(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["group", "topic", "partition", "offset"], name="unique_dead_letter"),
         ]
-        indexes = [models.Index(fields=["group", "origin_topic", "id"], name="dead_letter_list")]
+        indexes = [
+            # The page's lists, newest first: all of a group's, or of a group and topic.
+            models.Index(fields=["group", "id"], name="dead_letter_group"),
+            models.Index(fields=["group", "origin_topic", "id"], name="dead_letter_group_topic"),
+            # The summary's counts per group and topic, read from the index alone.
+            models.Index(fields=["group", "origin_topic", "redriven_at", "failed_at"], name="dead_letter_summary"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.group}: {self.origin_topic}[{self.origin_partition}]@{self.origin_offset} #{self.attempt}"
