@@ -9,7 +9,6 @@ transaction as its offsets; if it fails again it is a new dead letter with that 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -45,21 +44,21 @@ def open_letters(group: str) -> QuerySet[DeadLetter]:
     return DeadLetter.objects.filter(group=group, redriven_at__isnull=True)
 
 
-def redrive(letters: Iterable[DeadLetter]) -> RedriveOutcome:
-    """Send each letter to its group's re-drive topic and record where it went. Letters
-    already re-driven are sent again if asked: the projections are idempotent."""
+def redrive(letters: QuerySet[DeadLetter]) -> RedriveOutcome:
+    """Send each letter to its group's re-drive topic, in the queryset's order, and record
+    where it went. Letters already re-driven are sent again if asked: the projections are
+    idempotent."""
     outcome = RedriveOutcome()
     producer = Producer(producer_config())
     partitions: dict[str, int] = {}  # re-drive topic -> partition count
     groups = set(redrivable_groups())
-    chunk: list[DeadLetter] = []
-    for letter in letters:
-        chunk.append(letter)
-        if len(chunk) == CHUNK:
-            _send(producer, chunk, groups, partitions, outcome)
-            chunk = []
-    if chunk:
-        _send(producer, chunk, groups, partitions, outcome)
+    # The ids first: the rows are updated as they go, and SQLite does not isolate a cursor
+    # still open on a table from writes to it on the same connection.
+    ids = list(letters.values_list("pk", flat=True))
+    for start in range(0, len(ids), CHUNK):
+        chunk_ids = ids[start : start + CHUNK]
+        rows = DeadLetter.objects.in_bulk(chunk_ids)
+        _send(producer, [rows[pk] for pk in chunk_ids if pk in rows], groups, partitions, outcome)
     return outcome
 
 

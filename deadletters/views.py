@@ -67,7 +67,11 @@ async def redrive_view(request: HttpRequest) -> HttpResponse:
         messages.error(request, f"{group}: {outcome}.")
     else:
         messages.success(request, f"{group}: {outcome} to {group}.redrive; the list below shows when it is applied.")
-    return HttpResponseRedirect(reverse("dead-letters") + (f"?{urlencode({'group': group})}" if group else ""))
+    # Back to the group's list; for one letter, the page that starts with it.
+    query = {"group": group} if group else {}
+    if letter_id and outcome is not None:
+        query["before"] = int(letter_id) + 1
+    return HttpResponseRedirect(reverse("dead-letters") + (f"?{urlencode(query)}" if query else ""))
 
 
 def _redrive_closing_connections(letter_id: str, group: str) -> tuple[RedriveOutcome | None, str]:
@@ -76,8 +80,7 @@ def _redrive_closing_connections(letter_id: str, group: str) -> tuple[RedriveOut
             letter = DeadLetter.objects.filter(pk=int(letter_id)).first()
             if letter is None:
                 return None, group
-            return redrive([letter]), letter.group
-        letters = open_letters(group).order_by("origin_topic", "origin_partition", "origin_offset")
-        return redrive(letters.iterator(chunk_size=1000)), group
+            return redrive(DeadLetter.objects.filter(pk=letter.pk)), letter.group
+        return redrive(open_letters(group).order_by("origin_topic", "origin_partition", "origin_offset")), group
     finally:
         connections.close_all()  # this pool thread's own connection

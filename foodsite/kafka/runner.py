@@ -424,9 +424,8 @@ class ConsumerRunner:
                 return origin
         except (KeyError, ValueError):
             pass
-        # Not written by the re-drive service: counted as the group's first topic's, so that
-        # a failure still has a dead-letter topic to go to.
-        return Origin(self.projection.topics[0], message.partition(), message.offset(), 1)
+        # Not written by the re-drive service: its origin is where it is.
+        return Origin(logical_name(message.topic()), message.partition(), message.offset(), 1)
 
     def _dead_letter(self, dead: list[tuple[Message, str]]) -> None:
         undelivered: list[str] = []
@@ -437,6 +436,9 @@ class ConsumerRunner:
 
         for message, reason in dead:
             origin = self._origin(message)
+            # A re-driven event goes back to its source topic's DLQ (a message put in the
+            # re-drive topic by hand, without its origin, to the group's first topic's).
+            source = origin.topic if origin.topic in self.projection.topics else self.projection.topics[0]
             log.error(
                 "%s: dead-lettering %s[%d]@%d (attempt %d): %s",
                 self.group,
@@ -449,7 +451,7 @@ class ConsumerRunner:
             # The original headers travel along, not those of an earlier dead letter or re-drive.
             original = [(k, v) for k, v in message.headers() or () if not k.startswith(("dlq.", "redrive."))]
             self._producer.produce(
-                topic_name(dead_letter_topic(origin.topic)),
+                topic_name(dead_letter_topic(source)),
                 key=message.key(),
                 value=message.value(),
                 headers=[

@@ -26,7 +26,7 @@ class Command(BaseCommand):
             missing = set(ids) - set(letters.values_list("pk", flat=True))
             if missing:
                 raise CommandError(f"no dead letter of group {group} with id {', '.join(map(str, sorted(missing)))}")
-        outcome = redrive(letters.iterator(chunk_size=1000))
+        outcome = redrive(letters)
         self.stdout.write(f"{group}: {outcome}")
         if outcome.not_sent:
             raise CommandError(f"{outcome.not_sent} dead letter(s) not re-driven")
