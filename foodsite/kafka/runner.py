@@ -347,7 +347,8 @@ class ConsumerRunner:
                 continue
             if isinstance(event.payload, self.projection.handles):
                 if message.topic() == self._redrive:
-                    consumed = ConsumedEvent(*self._origin(message)[:3], event)
+                    origin = self._origin(message)
+                    consumed = ConsumedEvent(origin.topic, origin.partition, origin.offset, event)
                 else:
                     consumed = ConsumedEvent(position[0], message.partition(), message.offset(), event)
                 events.append(consumed)
