@@ -21,7 +21,7 @@ class DeadLetter(models.Model):
     key = models.BinaryField(null=True)
     value = models.BinaryField(null=True)
     # The event's own headers (content-type, event-type…), without the dlq.* ones:
-    # [[name, value as latin-1 text]], a lossless mapping of bytes to JSON text.
+    # [[name, value in hex]]: any bytes, where JSON text (PostgreSQL's jsonb) refuses some.
     headers = models.JSONField(default=list)
     # Set when staff sent it back to its group: where it went in `<group>.redrive`.
     redriven_at = models.DateTimeField(null=True)
@@ -45,7 +45,7 @@ class DeadLetter(models.Model):
 
     @property
     def event_headers(self) -> list[tuple[str, bytes]]:
-        return [(name, value.encode("latin-1")) for name, value in self.headers]
+        return [(name, bytes.fromhex(value)) for name, value in self.headers]
 
     def header(self, name: str) -> bytes | None:
         return next((value for key, value in self.event_headers if key == name), None)

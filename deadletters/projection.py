@@ -65,7 +65,8 @@ def _letter(consumed: ConsumedEvent) -> DeadLetter:
     dlq = message.headers
 
     def text(name: str, default: str) -> str:
-        return dlq[name].decode(errors="replace") if name in dlq else default
+        # PostgreSQL's text refuses NUL characters: shown escaped instead.
+        return dlq[name].decode(errors="replace").replace("\x00", "\\x00") if name in dlq else default
 
     def number(name: str, default: int) -> int:
         try:
@@ -93,5 +94,5 @@ def _letter(consumed: ConsumedEvent) -> DeadLetter:
         ),
         key=message.key,
         value=message.value,
-        headers=[[name, value.decode("latin-1")] for name, value in message.event_headers if value is not None],
+        headers=[[name, value.hex()] for name, value in message.event_headers if value is not None],
     )

@@ -19,7 +19,7 @@ from deadletters.models import DeadLetter
 from deadletters.projection import DeadLetterRecorder
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
-from foodsite.events import OrderPlaced
+from foodsite.events import CONTENT_TYPE_AVRO, OrderPlaced
 from foodsite.kafka.runner import ConsumedEvent, ConsumerRunner, DeadLetterLimitExceeded
 from foodsite.kafka.topics import ORDERS, group_name, topic_name
 from foodsite.models import ConsumerOffset
@@ -155,8 +155,26 @@ def test_a_redriven_event_that_fails_again_comes_back_with_its_attempt_count(cli
     assert first.redriven_at < second.redriven_at
 
 
+def test_an_avro_dead_letter_is_shown_decoded_and_redriven_as_avro(client, kafka, settings):
+    settings.EVENT_FORMAT = "avro"
+    pizza = DishFactory(price=Decimal("10.00"))
+    pay_order(client, place_order(client, {pizza: 1}, name="D'Arcy"))
+    kafka.drain(BuggySalesProjection())
+    kafka.drain(DeadLetterRecorder())
+
+    [letter] = DeadLetter.objects.all()
+    assert letter.header("content-type") == CONTENT_TYPE_AVRO.encode()
+    row = letter_row(staff_client().get("/stats/dead-letters/").content.decode(), letter)
+    assert "&quot;customer_name&quot;: &quot;D&#x27;Arcy&quot;" in row
+    call_command("redrive_dead_letters", "--group", "stats", "--all")
+    kafka.drain(SalesProjection())  # fixed: the re-driven copy keeps its content type
+    assert SalesTotals.objects.get().orders == 1
+
+
 def test_undecodable_bytes_are_shown_escaped_and_a_copy_in_the_dlq_is_recorded_once(kafka):
-    kafka.produce_raw(ORDERS, b"k\x00\xff", b'<script>alert("pwned")</script>\xff\xfe\x00 tail')
+    kafka.produce_raw(
+        ORDERS, b"k\x00\xff", b'<script>alert("pwned")</script>\xff\xfe\x00 tail', headers=[("trace", b"\x00\xff")]
+    )
     stats = kafka.drain(RecordingProjection())
     [dead] = kafka.read_topic("orders.dlq")
     kafka.produce_raw("orders.dlq", dead.key(), dead.value(), dead.headers())  # the kill -9 duplicate
@@ -164,6 +182,7 @@ def test_undecodable_bytes_are_shown_escaped_and_a_copy_in_the_dlq_is_recorded_o
 
     assert stats.dead_lettered == 1
     [letter] = DeadLetter.objects.all()
+    assert letter.event_headers == [("trace", b"\x00\xff")]  # kept exactly, for a re-drive
     assert letter.group == "recorder"
     assert letter.error.startswith("not JSON")
     row = letter_row(staff_client().get("/stats/dead-letters/").content.decode(), letter)

@@ -60,7 +60,7 @@ def test_redriving_an_orders_events_twice_changes_no_projection(projection, clie
             failed_at=timezone.now(),
             key=m.key(),
             value=m.value(),
-            headers=[[k, v.decode("latin-1")] for k, v in m.headers()],
+            headers=[[k, v.hex()] for k, v in m.headers()],
         )
         for m in messages
     )
