@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 from confluent_kafka import Producer
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from deadletters.models import DeadLetter
@@ -23,6 +23,7 @@ from foodsite.bulk import insert_many
 from foodsite.events import CONTENT_TYPE_AVRO, OrderPlaced
 from foodsite.kafka.runner import ConsumedEvent, ConsumerRunner, DeadLetterLimitExceeded
 from foodsite.kafka.topics import ORDERS, group_name, topic_name
+from foodsite.localkafka import free_port
 from foodsite.models import ConsumerOffset
 from stats.models import SalesTotals
 from stats.projection import SalesProjection
@@ -306,3 +307,29 @@ def test_the_consumer_process_stops_with_a_clear_line_and_a_non_zero_exit(kafka,
     assert "CommandError: " in result.stderr
     assert "stats stopped" in result.stderr
     assert len(kafka.read_topic("orders.dlq")) < 100
+
+
+def test_a_redrive_while_kafka_is_down_says_so_and_marks_nothing(settings):
+    # A transactional test (the module's): the view re-drives in a thread of its own, with
+    # its own database connection.
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nobody listens there
+    letter = DeadLetter.objects.create(
+        group="stats",
+        topic=ORDERS,
+        partition=0,
+        offset=7,
+        origin_topic=ORDERS,
+        origin_partition=0,
+        origin_offset=7,
+        error="ValueError: boom",
+        failed_at=datetime(2026, 1, 1, tzinfo=UTC),
+        value=b"{}",
+    )
+
+    response = logged_in(StaffFactory()).post("/stats/dead-letters/redrive/", {"letter": letter.pk}, follow=True)
+
+    assert "stats: 0 dead letters re-driven, 1 not sent: " in response.content.decode()
+    letter.refresh_from_db()
+    assert letter.redriven_at is None
+    with pytest.raises(CommandError, match="1 dead letter"):
+        call_command("redrive_dead_letters", "--group", "stats", "--all")
