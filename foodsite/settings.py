@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "stats",
     "notifications",
     "recommendations",
+    "deadletters",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +171,14 @@ KAFKA_PRODUCER = {
     "linger.ms": int(os.environ.get("KAFKA_LINGER_MS", "5")),
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
+
+# Dead-letter limit (foodsite.kafka.runner.DeadLetterLimit): a consumer stops, instead of
+# dead-lettering on, when more than this share of a window of this many events failed: that
+# is a broken deploy or producer, not a bad event. DLQ_MAX_SHARE=1 turns it off.
+DLQ_MAX_SHARE = float(os.environ.get("DLQ_MAX_SHARE", "0.5"))
+DLQ_WINDOW = int(os.environ.get("DLQ_WINDOW", "100"))
+if not (0 < DLQ_MAX_SHARE <= 1 and DLQ_WINDOW >= 1):
+    raise ImproperlyConfigured("DLQ_MAX_SHARE must be in (0, 1] and DLQ_WINDOW at least 1.")
 
 # How this deployment's producers encode events: "json" or "avro" (schemas in
 # foodsite/schemas/). Consumers read both whatever this says: the content-type header tells.

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from deliveries import views as deliveries_views
 from foodsite import views as site_views
@@ -15,6 +15,7 @@ urlpatterns = [
     path("courier/", deliveries_views.courier, name="courier"),
     path("courier/<uuid:order_id>/<slug:step>/", deliveries_views.courier_step, name="courier-step"),
     path("stats/", stats_views.dashboard, name="stats"),
+    path("stats/dead-letters/", include("deadletters.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("home/", site_views.home, name="home"),

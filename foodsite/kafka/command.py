@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from foodsite.kafka.runner import ConsumerRunner, Projection, RunStats
+from foodsite.kafka.runner import ConsumerRunner, DeadLetterLimitExceeded, Projection, RunStats
 from foodsite.kafka.topics import admin_client
 
 
@@ -38,7 +38,10 @@ class ConsumerCommand(BaseCommand):
             runner.reset()
             runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))
         runner.install_signal_handlers()
-        stats = runner.run(until_caught_up=until_caught_up or replay)
+        try:
+            stats = runner.run(until_caught_up=until_caught_up or replay)
+        except DeadLetterLimitExceeded as exc:  # logged by the runner; exit non-zero
+            raise CommandError(f"{runner.group} stopped: {exc}") from exc
         if replay:
             self.stderr.write("")  # ends the progress bar's line
         self.stdout.write(
