@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from django.conf import settings
@@ -27,6 +28,13 @@ class DeadLetterMessage:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int | None
+
+    # What the runner's per-event log line names (an Event's type and key).
+    TYPE: ClassVar[str] = "dead-letter"
+
+    @property
+    def order_id(self) -> str:
+        return self.key.decode(errors="replace") if self.key else "-"
 
 
 class DeadLetterRecorder(Projection):
