@@ -134,7 +134,9 @@ def child_runner(total: int, batch_size: int) -> dict:
         done_before[0] = done
         sampler.seen(done)
         if sampler.samples and "queries_logged" not in sampler.samples[-1]:
+            # Django's DEBUG query log: what it holds now, and its SQL text's size.
             sampler.samples[-1]["queries_logged"] = len(connection.queries_log)
+            sampler.samples[-1]["query_log_mb"] = round(sum(len(q["sql"]) for q in connection.queries_log) / 1e6, 1)
 
     runner = ConsumerRunner(SalesProjection(), batch_size=batch_size, on_batch=on_batch)
     stats = runner.run(until_caught_up=True)

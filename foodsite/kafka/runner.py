@@ -138,6 +138,9 @@ class ConsumerRunner:
                 "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 "enable.idempotence": True,
                 "acks": "all",
+                # A live notice is one message per batch, and a page waits for it: send at
+                # once rather than after librdkafka's default 5 ms linger.
+                "linger.ms": 0,
                 **client_log_config("dead_letters"),
             }
         )
