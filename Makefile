@@ -6,14 +6,17 @@ PY := $(VENV)/bin/python
 KAFKA_LIBS := .local/kafka/libs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup lint system-deps clean
+.PHONY: run test setup lint system-deps server-deps clean
 
-run: setup
+# FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
+run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
 	$(PY) -m foodsite.launcher
 
+# The whole suite on SQLite, then every database write path again on PostgreSQL.
 test: setup system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+	$(PY) -m pytest --db postgres -m db_write
 
 setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
 
@@ -28,12 +31,20 @@ $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
 
-# For the tests only: Debian's chromium for the browser tests, a compose CLI to validate
-# docker-compose.yaml (the docker engine itself is not needed).
-system-deps:
+# Debian's chromium for the browser tests, a compose CLI to validate docker-compose.yaml (the
+# docker engine itself is not needed), PostgreSQL and Redis for the PostgreSQL pass of the tests
+# and the cluster profile. Only their binaries are used: foodsite.localpostgres/localredis run
+# their own servers on their own ports and directories, whether Debian's services run or not.
+system-deps: server-deps
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose; }
+
+server-deps:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@command -v redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 lint:
 	$(VENV)/bin/ruff check .

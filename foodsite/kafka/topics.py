@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from django.conf import settings
 
 ORDERS = "orders"
@@ -33,6 +33,12 @@ def dead_letter_topic(logical: str) -> str:
     return f"{logical}.dlq"
 
 
+def redrive_topic(group: str) -> str:
+    """Where staff send a group's dead letters back to: only that group reads it
+    (deadletters.services.redrive)."""
+    return f"{group}.redrive"
+
+
 def group_name(logical: str) -> str:
     return f"{settings.KAFKA_GROUP_PREFIX}{logical}"
 
@@ -51,18 +57,37 @@ class TopicStatus:
     created: bool
     partitions: int
     config: dict[str, str]
+    replicas: int  # the fewest replicas of any of its partitions
+    in_sync: int  # the fewest in-sync replicas of any of its partitions
+    updated: tuple[str, ...] = ()  # settings an existing topic had different, now set as declared
+
+    @property
+    def state(self) -> str:
+        return "created" if self.created else "updated" if self.updated else "exists"
 
 
 def declared_topics() -> list[TopicSpec]:
     """Every topic, with retention by time and by size set on the topic itself (the seed's
     "mix of both strategies"). orders, payments and delivery-status share the partition
-    count so that one order's events land on the same partition number everywhere."""
+    count so that one order's events land on the same partition number everywhere; so do
+    the groups' re-drive topics, so that a re-driven event goes back to the partition number
+    it came from, hence to the member that owns that partition of the source topics."""
+    from foodsite.kafka.projections import redrivable_groups  # projections import this module
+
     config = {
         "retention.ms": str(settings.KAFKA_RETENTION_MS),
         "retention.bytes": str(settings.KAFKA_RETENTION_BYTES),
+        # With 3 replicas an acks=all write is on two brokers before it counts: one broker
+        # may fail without losing it, and a second failure stops writes instead of risking them.
         "min.insync.replicas": str(min(2, settings.KAFKA_REPLICATION_FACTOR)),
+        # Never elect a replica that was out of sync: it would silently drop acknowledged events.
+        "unclean.leader.election.enable": "false",
     }
-    logical = [*SOURCE_TOPICS, *(dead_letter_topic(t) for t in SOURCE_TOPICS)]
+    logical = [
+        *SOURCE_TOPICS,
+        *(dead_letter_topic(t) for t in SOURCE_TOPICS),
+        *(redrive_topic(group) for group in redrivable_groups()),
+    ]
     specs = [
         TopicSpec(
             name=topic_name(name),
@@ -83,7 +108,9 @@ def admin_client() -> AdminClient:
 
 
 def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30) -> list[TopicStatus]:
-    """Create the topics that are missing; leave existing ones alone. Idempotent."""
+    """Create the topics that are missing; set the declared settings (retention, min ISR,
+    unclean election) on existing ones where they differ. Idempotent. Partition counts and
+    replication factors of existing topics are left as they are (the caller warns)."""
     existing = admin.list_topics(timeout=timeout).topics
     missing = [spec for spec in specs if spec.name not in existing]
     if missing:
@@ -102,17 +129,56 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
     metadata = _wait_for_metadata(admin, [spec.name for spec in specs], timeout)
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
-    configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+    configs = _describe_configs(admin, [spec.name for spec in specs], timeout)
+    updated = {
+        spec.name: tuple(key for key, value in spec.config.items() if configs[spec.name][key].value != value)
+        for spec in specs
+        if spec not in missing
+    }
+    changes = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(key, spec.config[key], incremental_operation=AlterConfigOpType.SET)
+                for key in updated[spec.name]
+            ],
+        )
+        for spec in specs
+        if updated.get(spec.name)
+    ]
+    if changes:
+        for future in admin.incremental_alter_configs(changes).values():
+            future.result()
     return [
         TopicStatus(
             spec=spec,
             created=spec in missing,
             partitions=len(metadata[spec.name].partitions),
-            config={key: configs[spec.name][key].value for key in spec.config},
+            config={
+                key: spec.config[key] if key in updated.get(spec.name, ()) else configs[spec.name][key].value
+                for key in spec.config
+            },
+            replicas=min(len(p.replicas) for p in metadata[spec.name].partitions.values()),
+            in_sync=min(len(p.isrs) for p in metadata[spec.name].partitions.values()),
+            updated=updated.get(spec.name, ()),
         )
         for spec in specs
     ]
+
+
+def _describe_configs(admin: AdminClient, names: list[str], timeout: float) -> dict:
+    # On a cluster the broker asked may learn of a just-created topic a moment after the one
+    # that answered the metadata request: UNKNOWN_TOPIC_OR_PART until then.
+    deadline = time.monotonic() + timeout
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    while True:
+        try:
+            return {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict:
