@@ -31,7 +31,8 @@ print(json.dumps({
 class Services:
     """Consumer processes sharing one SQLite file, as `make run` starts them."""
 
-    def __init__(self, home: Path, bootstrap_servers: str) -> None:
+    def __init__(self, home: Path, bootstrap_servers: str, env: dict[str, str] | None = None) -> None:
+        """`env`: more settings for every process (e.g. DATABASE_URL), before the first migrate."""
         self.env = {
             **os.environ,
             "FOODSITE_HOME": str(home),
@@ -41,6 +42,7 @@ class Services:
             # The broker's minimum: a killed member's partitions move on after 6 s.
             "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
