@@ -28,9 +28,15 @@ $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
 	touch $@
 
-# For the tests only: Debian's chromium for the browser tests, a compose CLI to validate
-# docker-compose.yaml (the docker engine itself is not needed).
+# Debian's chromium for the browser tests, a compose CLI to validate docker-compose.yaml (the
+# docker engine itself is not needed), PostgreSQL and Redis for the PostgreSQL pass of the tests
+# and the cluster profile. Only their binaries are used: foodsite.localpostgres/localredis run
+# their own servers on their own ports and directories, whether Debian's services run or not.
 system-deps:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
+	@command -v redis-server >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose; }

@@ -1,13 +1,18 @@
-"""Fixtures: one real Kafka broker for the whole session, fresh topics for each test.
+"""Fixtures: one real Kafka broker for the whole session, fresh topics for each test; a real
+PostgreSQL server and a real Redis server for the session, started when a test first asks.
 
 Set TEST_KAFKA_BOOTSTRAP_SERVERS to use a broker you already run instead of starting one.
+`pytest --db postgres` (or TEST_DATABASE=postgres) runs the tests on PostgreSQL instead of SQLite.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -15,7 +20,37 @@ from confluent_kafka.admin import AdminClient
 from foodsite.kafka.producer import reset_publisher
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 from foodsite.localkafka import LocalKafka, free_port
+from foodsite.localpostgres import LocalPostgres
+from foodsite.localredis import LocalRedis
 from tests.kafka_support import KafkaTestBed
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One PostgreSQL server for the session (fsync off: throwaway data), on a free port."""
+    # Not under pytest's tmp root: that is 0700, and as root the server runs as the `postgres`
+    # user, who could not enter it.
+    home = Path(tempfile.mkdtemp(prefix="foodsite-test-postgres-"))
+    server = LocalPostgres(home, port=free_port(), durable=False)
+    try:
+        server.start()
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    """One Redis server for the session, on a free port."""
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    try:
+        server.start()
+        server.wait_ready(timeout=60)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
