@@ -1,8 +1,9 @@
 """A real Apache Kafka broker on this machine, from the jars `make` fetched from Maven Central.
 
 One KRaft node (broker and controller in one process, no ZooKeeper), on 127.0.0.1. Used by
-`make run` (through foodsite.launcher) and by the test suite's session fixture. No Django
-here: it must run before settings or a database exist.
+`make run` (through foodsite.launcher) and by the test suite's session fixture; also one node
+of foodsite.localcluster's three (node id, the shared quorum and replication as parameters).
+No Django here: it must run before settings or a database exist.
 
     python -m foodsite.localkafka --home .local/kafka/data --port 9092   # foreground
 """
@@ -74,15 +75,29 @@ class LocalKafka:
         java: str = "java",
         *,
         heap: str = "512m",
+        node_id: int = 1,
+        voters: dict[int, int] | None = None,
+        replication_factor: int = 1,
+        cluster_id: str | None = None,
     ) -> None:
+        """`voters`: every controller of the quorum, node id -> controller port (default: this
+        node alone). `replication_factor`: of the internal topics and the default for new ones;
+        min.insync.replicas follows (2 from 2 replicas up). `cluster_id`: shared by every node of
+        a cluster; by default one is made and kept in home/cluster.id."""
         self.home = Path(home).resolve()
         self.port = port
         # Any free port will do, and it may differ between runs on the same home: the quorum is
         # static (controller.quorum.voters), so the controller's address is not in the data.
-        self.controller_port = controller_port or free_port()
+        self.controller_port = controller_port or (voters or {}).get(node_id) or free_port()
         self.libs = Path(libs)
         self.java = java
         self.heap = heap
+        self.node_id = node_id
+        self.voters = dict(voters) if voters else {node_id: self.controller_port}
+        if self.voters.get(node_id) != self.controller_port:
+            raise ValueError(f"node {node_id}'s controller port {self.controller_port} is not its entry in {voters}")
+        self.replication_factor = replication_factor
+        self.cluster_id = cluster_id
         self.process: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
 
@@ -104,10 +119,16 @@ class LocalKafka:
         return self.home / "logs"  # Kafka's name: its "logs" are the partitions' data
 
     def settings(self) -> dict[str, str]:
+        replicas = str(self.replication_factor)
+        # Two copies must have an event before acks=all counts it written; one node has only one.
+        min_isr = str(min(2, self.replication_factor))
         return {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            # The same on every node of a cluster: each node id with its controller's address.
+            "controller.quorum.voters": ",".join(
+                f"{node}@127.0.0.1:{port}" for node, port in sorted(self.voters.items())
+            ),
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -117,15 +138,19 @@ class LocalKafka:
             # Topics are created on purpose (with their partitions and retention), never by a typo.
             "auto.create.topics.enable": "false",
             "num.partitions": "3",
-            # One node: internal topics cannot have more replicas than 1, and their defaults
-            # (3 replicas, 50 partitions) would fail or make the first consumer group slow to start.
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            # A replica that was out of sync never becomes leader: it would drop acknowledged events.
+            "unclean.leader.election.enable": "false",
+            # Internal topics as replicated as the data (one node: 1, their default of 3 would
+            # fail); 3 partitions, not 50, or the first consumer group is slow to start.
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "3",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "share.coordinator.state.topic.num.partitions": "3",
             # Nobody else to wait for: a classic consumer group gets its partitions at once.
             "group.initial.rebalance.delay.ms": "0",
@@ -169,7 +194,9 @@ class LocalKafka:
         if (self.data_dir / "meta.properties").exists():
             return
         id_file = self.home / "cluster.id"
-        if not id_file.exists():
+        if self.cluster_id is not None:
+            id_file.write_text(self.cluster_id + "\n")
+        elif not id_file.exists():
             id_file.write_text(new_cluster_id() + "\n")
         cluster_id = id_file.read_text().strip()
         formatter = self.command(
@@ -223,6 +250,13 @@ class LocalKafka:
             return " (its output went to the caller)"
         self._log.flush()
         return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (no controlled shutdown; the next start recovers the logs)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.stop()
 
     def stop(self, timeout: float = 20) -> None:
         """SIGTERM (a controlled shutdown: logs closed cleanly, no recovery on the next start),

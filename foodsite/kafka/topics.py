@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 from django.conf import settings
 
 ORDERS = "orders"
@@ -51,6 +51,13 @@ class TopicStatus:
     created: bool
     partitions: int
     config: dict[str, str]
+    replicas: int  # the fewest replicas of any of its partitions
+    in_sync: int  # the fewest in-sync replicas of any of its partitions
+    updated: tuple[str, ...] = ()  # settings an existing topic had different, now set as declared
+
+    @property
+    def state(self) -> str:
+        return "created" if self.created else "updated" if self.updated else "exists"
 
 
 def declared_topics() -> list[TopicSpec]:
@@ -60,7 +67,11 @@ def declared_topics() -> list[TopicSpec]:
     config = {
         "retention.ms": str(settings.KAFKA_RETENTION_MS),
         "retention.bytes": str(settings.KAFKA_RETENTION_BYTES),
+        # With 3 replicas an acks=all write is on two brokers before it counts: one broker
+        # may fail without losing it, and a second failure stops writes instead of risking them.
         "min.insync.replicas": str(min(2, settings.KAFKA_REPLICATION_FACTOR)),
+        # Never elect a replica that was out of sync: it would silently drop acknowledged events.
+        "unclean.leader.election.enable": "false",
     }
     logical = [*SOURCE_TOPICS, *(dead_letter_topic(t) for t in SOURCE_TOPICS)]
     specs = [
@@ -83,7 +94,9 @@ def admin_client() -> AdminClient:
 
 
 def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 30) -> list[TopicStatus]:
-    """Create the topics that are missing; leave existing ones alone. Idempotent."""
+    """Create the topics that are missing; set the declared settings (retention, min ISR,
+    unclean election) on existing ones where they differ. Idempotent. Partition counts and
+    replication factors of existing topics are left as they are (the caller warns)."""
     existing = admin.list_topics(timeout=timeout).topics
     missing = [spec for spec in specs if spec.name not in existing]
     if missing:
@@ -104,12 +117,38 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
     metadata = _wait_for_metadata(admin, [spec.name for spec in specs], timeout)
     resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
     configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+    updated = {
+        spec.name: tuple(key for key, value in spec.config.items() if configs[spec.name][key].value != value)
+        for spec in specs
+        if spec not in missing
+    }
+    changes = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(key, spec.config[key], incremental_operation=AlterConfigOpType.SET)
+                for key in updated[spec.name]
+            ],
+        )
+        for spec in specs
+        if updated.get(spec.name)
+    ]
+    if changes:
+        for future in admin.incremental_alter_configs(changes).values():
+            future.result()
     return [
         TopicStatus(
             spec=spec,
             created=spec in missing,
             partitions=len(metadata[spec.name].partitions),
-            config={key: configs[spec.name][key].value for key in spec.config},
+            config={
+                key: spec.config[key] if key in updated.get(spec.name, ()) else configs[spec.name][key].value
+                for key in spec.config
+            },
+            replicas=min(len(p.replicas) for p in metadata[spec.name].partitions.values()),
+            in_sync=min(len(p.isrs) for p in metadata[spec.name].partitions.values()),
+            updated=updated.get(spec.name, ()),
         )
         for spec in specs
     ]

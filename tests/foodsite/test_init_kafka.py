@@ -2,7 +2,7 @@ import uuid
 from io import StringIO
 
 import pytest
-from confluent_kafka.admin import ConfigResource
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from django.core.management import call_command
 
 from foodsite.kafka.topics import admin_client, topic_name
@@ -40,3 +40,40 @@ def test_init_kafka_creates_every_topic_with_retention_and_is_idempotent(bare_ka
     assert first.getvalue().count("created") == len(EXPECTED) + 1
     assert second.getvalue().count("exists") == len(EXPECTED) + 1
     assert "created" not in second.getvalue()
+
+
+def test_on_the_cluster_every_topic_has_three_replicas_and_keeps_its_safety_settings(kafka_cluster, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = kafka_cluster.bootstrap_servers
+    settings.KAFKA_REPLICATION_FACTOR = 3
+    settings.KAFKA_TOPIC_PREFIX = f"rf3-{uuid.uuid4().hex[:10]}-"
+    names = [topic_name(t) for t in [*EXPECTED, "live-updates"]]
+    admin = admin_client()
+    try:
+        call_command("init_kafka", stdout=StringIO())
+        topics = admin.list_topics(timeout=10).topics
+        for name in names:
+            partitions = topics[name].partitions.values()
+            assert all(len(p.replicas) == 3 and len(p.isrs) == 3 for p in partitions), (name, partitions)
+            values = _config(admin, name)
+            assert values["min.insync.replicas"] == "2", name
+            assert values["unclean.leader.election.enable"] == "false", name
+
+        # Someone lowered the guard on orders by hand: the next init puts it back, and says so.
+        orders = topic_name("orders")
+        lowered = [ConfigEntry("min.insync.replicas", "1", incremental_operation=AlterConfigOpType.SET)]
+        admin.incremental_alter_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, orders, incremental_configs=lowered)]
+        )[ConfigResource(ConfigResource.Type.TOPIC, orders)].result()
+        assert _config(admin, orders)["min.insync.replicas"] == "1"
+        again = StringIO()
+        call_command("init_kafka", stdout=again)
+        line = next(line for line in again.getvalue().splitlines() if line.startswith(orders + " "))
+        assert line.split()[1:6] == ["updated", "3", "3", "3", "2"], line  # state partitions replicas in-sync min.isr
+        assert _config(admin, orders)["min.insync.replicas"] == "2"
+    finally:
+        admin.delete_topics(names)
+
+
+def _config(admin, topic: str) -> dict[str, str]:
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    return {key: entry.value for key, entry in next(iter(described.values())).result().items()}
