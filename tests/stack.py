@@ -23,7 +23,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -112,7 +112,7 @@ class Stack(Services):
             **({"CELERY_BROKER_URL": celery_broker_url} if celery_broker_url else {}),
         }
         self.urls: list[str] = []
-        self.argv: dict[int, tuple[str, list[str]]] = {}  # pid -> how to start it again
+        self.argv: dict[int, tuple[str, list[str], dict | None]] = {}  # pid -> how to start it again
         self.consumers: dict[str, list[subprocess.Popen]] = {}
         self.web: list[subprocess.Popen] = []
         self.worker: subprocess.Popen | None = None
@@ -125,9 +125,15 @@ class Stack(Services):
         for step in (("collectstatic", "--noinput"), ("init_kafka",), ("seed_demo",)):
             self.manage(*step)
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        process = super().spawn(name, argv)
-        self.argv[process.pid] = (name, argv)
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`env`: settings of this process only (e.g. the worker's email backend)."""
+        shared = self.env
+        self.env = {**shared, **(env or {})}
+        try:
+            process = super().spawn(name, argv)
+        finally:
+            self.env = shared
+        self.argv[process.pid] = (name, argv, env)
         return process
 
     def start_web(self, copies: int = 2) -> list[str]:
@@ -147,10 +153,11 @@ class Stack(Services):
             argv = [self.python, "manage.py", COMMANDS[service]]
             self.consumers.setdefault(service, []).extend(self.spawn(service, argv) for _ in range(copies))
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+    def start_worker(self, concurrency: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The Celery worker with beat in it (the outbox relay, the notifications' sweep)."""
         schedule = self.home / "celerybeat-schedule"
         argv = [self.python, "-m", "celery", "-A", "foodsite", "worker", "--beat", "--schedule", str(schedule)]
-        self.worker = self.spawn("worker", [*argv, "--concurrency", str(concurrency), "-l", "INFO"])
+        self.worker = self.spawn("worker", [*argv, "--concurrency", str(concurrency), "-l", "INFO"], env)
         return self.worker
 
     def kill(self, process: subprocess.Popen) -> None:
@@ -161,8 +168,8 @@ class Stack(Services):
 
     def restart(self, process: subprocess.Popen) -> subprocess.Popen:
         """The same command again, as a supervisor would after a crash."""
-        name, argv = self.argv[process.pid]
-        replacement = self.spawn(name, argv)
+        name, argv, env = self.argv[process.pid]
+        replacement = self.spawn(name, argv, env)
         for copies in (*self.consumers.values(), self.web):
             if process in copies:
                 copies[copies.index(process)] = replacement
@@ -193,8 +200,8 @@ class Stack(Services):
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
 
-    def event_ids(self, logical: str, timeout: float = 30) -> Counter[str]:
-        """How many times each event id is on the topic (all partitions, from the start)."""
+    def events(self, logical: str, timeout: float = 30) -> list[tuple[str, str]]:
+        """(event id, order id) of every message on the topic, all partitions, from the start."""
         name = self.topic(logical)
         consumer = Consumer(
             {"bootstrap.servers": self.bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}", "log_level": 0}
@@ -203,15 +210,15 @@ class Stack(Services):
             partitions = consumer.list_topics(name, timeout=timeout).topics[name].partitions
             remaining = sum(watermarks(consumer, TopicPartition(name, p), timeout)[1] for p in partitions)
             consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
-            ids: Counter[str] = Counter()
+            found: list[tuple[str, str]] = []
             deadline = time.monotonic() + timeout
             while remaining > 0:
                 for message in consumer.consume(1000, 0.2):
                     if message.error() is None:
-                        ids[str(decode_message(message).id)] += 1
+                        found.append((str(decode_message(message).id), message.key().decode()))
                         remaining -= 1
                 assert time.monotonic() < deadline, f"{name}: {remaining} messages not read in {timeout} s"
-            return ids
+            return found
         finally:
             consumer.close()
 
@@ -257,10 +264,28 @@ class Stack(Services):
     def outbox_unsent(self) -> int:
         return self.sql("SELECT count(*) FROM foodsite_outboxevent WHERE sent_at IS NULL")[0][0]
 
+    # -- the cluster, as its metadata says ------------------------------------------------------
 
-def partitions_of(admin: AdminClient, topics: list[str], timeout: float = 10) -> Iterator[tuple[str, object]]:
-    """(topic, PartitionMetadata) of every partition of these topics (leader, replicas, isrs)."""
-    metadata = admin.list_topics(timeout=timeout)
-    for name in topics:
-        for partition in metadata.topics[name].partitions.values():
-            yield name, partition
+    def partitions(self, timeout: float = 10) -> list[tuple[str, int, int, list[int], list[int]]]:
+        """(topic, partition, leader, replicas, in-sync replicas) of our topics and of the
+        consumer offsets' topic (the groups' coordinators); leader -1: none."""
+        metadata = self.admin().list_topics(timeout=timeout)
+        return [
+            (name, p.id, p.leader, list(p.replicas), list(p.isrs))
+            for name, topic in sorted(metadata.topics.items())
+            if name.startswith(self.prefix) or name == "__consumer_offsets"
+            for p in topic.partitions.values()
+        ]
+
+    def leaders(self, *logical: str) -> Counter[int]:
+        """How many partitions of these topics each broker leads."""
+        names = {self.topic(t) for t in logical}
+        return Counter(leader for name, _, leader, _, _ in self.partitions() if name in names)
+
+    def under_replicated(self, replicas: int = 3) -> list[str]:
+        """The partitions without a leader or with fewer than `replicas` in sync, described."""
+        return [
+            f"{name}[{partition}] leader {leader} isr {isrs}"
+            for name, partition, leader, _, isrs in self.partitions()
+            if leader < 0 or len(isrs) < replicas
+        ]
