@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -68,6 +69,43 @@ print(json.dumps({
     "outbox_unsent": OutboxEvent.objects.filter(sent_at__isnull=True).count(),
 }))
 """
+
+
+@dataclass
+class Tally:
+    """What the web recorded (its orders table, the truth), against what the topics carry and
+    what the projections counted; and the orders the customers were told are paid."""
+
+    placed: int
+    paid: int
+    paid_revenue: str
+    stats_orders: int
+    stats_revenue: str
+    deliveries: int
+    deliveries_missing: int  # paid orders without a paid delivery
+    deliveries_unknown: int  # paid deliveries of no paid order
+    placed_events: int  # distinct order.placed event ids on the topic
+    payment_events: int  # distinct payment event ids on the topic
+    on_topics_twice: int  # messages beyond the first of an event id (the projections count one)
+    customers_paid: int
+    customers_paid_missing: int  # answered "paid", yet not paid in the database or not on both topics
+    outbox_unsent: int
+
+    @property
+    def lost(self) -> int:
+        return self.customers_paid_missing + max(0, self.paid - self.stats_orders) + self.deliveries_missing
+
+    @property
+    def doubled(self) -> int:
+        return max(0, self.stats_orders - self.paid) + self.deliveries_unknown + max(0, self.deliveries - self.placed)
+
+    def describe(self) -> str:
+        return (
+            f"web: {self.placed} orders placed, {self.paid} paid (revenue {self.paid_revenue}); topics: "
+            f"{self.placed_events} order.placed, {self.payment_events} payments ({self.on_topics_twice} messages "
+            f"were a second copy); stats: {self.stats_orders} orders, revenue {self.stats_revenue}; deliveries: "
+            f"{self.deliveries}; lost = {self.lost}, doubled = {self.doubled}"
+        )
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.5) -> float:
@@ -193,6 +231,33 @@ class Stack(Services):
 
     def results(self) -> dict:
         return json.loads(self.manage("shell", "-c", RESULTS).strip().splitlines()[-1])
+
+    def tally(self, paid_by_customers: set[str]) -> Tally:
+        """Compare, once the consumers have caught up (caught_up)."""
+        results = self.results()
+        orders, payments = self.events("orders"), self.events("payments")
+        told_and_true = set(results["paid_ids"]) & {key for _, key in orders} & {key for _, key in payments}
+        placed_events, payment_events = len({i for i, _ in orders}), len({i for i, _ in payments})
+        return Tally(
+            placed=results["placed"],
+            paid=results["paid"],
+            paid_revenue=results["paid_revenue"],
+            stats_orders=results["stats_orders"],
+            stats_revenue=results["stats_revenue"],
+            deliveries=results["deliveries"],
+            deliveries_missing=results["deliveries_paid_missing"],
+            deliveries_unknown=results["deliveries_paid_unknown"],
+            placed_events=placed_events,
+            payment_events=payment_events,
+            on_topics_twice=len(orders) - placed_events + len(payments) - payment_events,
+            customers_paid=len(paid_by_customers),
+            customers_paid_missing=len(paid_by_customers - told_and_true),
+            outbox_unsent=results["outbox_unsent"],
+        )
+
+    def second_copies(self) -> int:
+        """Messages on orders and payments that repeat an event id already there."""
+        return sum(len(found) - len(dict(found)) for found in (self.events("orders"), self.events("payments")))
 
     def topic(self, logical: str) -> str:
         return f"{self.prefix}{logical}"
