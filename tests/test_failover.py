@@ -30,6 +30,7 @@ from foodsite.localcluster import LocalCluster
 from foodsite.localpostgres import LocalPostgres
 from foodsite.localredis import LocalRedis
 from tests.load import LoadResult, OrderLoad
+from tests.scenarios import kill_the_leader_under_load
 from tests.stack import Stack, Tally, wait_for
 
 pytestmark = pytest.mark.system
@@ -86,7 +87,7 @@ def cluster_left_whole(kafka_cluster: LocalCluster, stack: Stack) -> Iterator[No
         if node.process is None or node.process.poll() is not None:
             kafka_cluster.start_node(node.node_id)
     for node in kafka_cluster.nodes:
-        kafka_cluster.wait_node_ready(node.node_id, timeout=120)
+        kafka_cluster.wait_node_ready(node.node_id, timeout=180)
     wait_for(lambda: not stack.under_replicated(), 120, "replicas never back in sync after the test")
 
 
@@ -207,45 +208,15 @@ def test_killing_the_leading_broker_under_load_loses_and_doubles_nothing(
     stack: Stack, kafka_cluster: LocalCluster
 ) -> None:
     test = "1 leader killed"
-    leaders = stack.leaders("orders", "payments")
-    victim, led = leaders.most_common(1)[0]
     pids = consumers_alive(stack)
-    load = OrderLoad(stack.urls, orders=ORDERS_DURING_LEADER_KILL, threads=CUSTOMERS).start()
-    try:
-        wait_for(lambda: load.paid_count >= ORDERS_DURING_LEADER_KILL // 5, 300, "the load never got going")
-        paid_before_kill = load.paid_count
-        kafka_cluster.kill(victim)
-        killed, killed_at = time.monotonic(), time.strftime("%H:%M:%S", time.gmtime())
-
-        def moved() -> bool:
-            now = stack.leaders("orders", "payments")
-            return victim not in now and -1 not in now
-
-        elected = wait_for(moved, 60, f"broker {victim}'s partitions never got a new leader", every=0.2)
-        result = load.wait(timeout=600)
-    finally:
-        load.stop()
-    # Back after the load: on this machine its JVM's start-up would take the web processes'
-    # CPU, which a broker on its own machine does not.
-    kafka_cluster.start_node(victim)
-    kafka_cluster.wait_node_ready(victim, timeout=120)
-    registered = time.monotonic() - killed
-    wait_for(lambda: not stack.under_replicated(), 120, "in-sync replicas never back to 3")
-    in_sync = time.monotonic() - killed
-    record(
-        test,
-        load_figures(result),
-        f"broker {victim} led {led} of the {sum(leaders.values())} partitions of orders and payments; killed "
-        f"(kill -9) at {killed_at} after {paid_before_kill} orders; new leaders elected {elected:.1f} s after the "
-        f"kill; started again after the load, registered {registered:.1f} s after the kill; every partition's "
-        f"ISR back to 3 {in_sync:.1f} s after the kill",
-    )
+    kill = kill_the_leader_under_load(stack, kafka_cluster, ORDERS_DURING_LEADER_KILL, CUSTOMERS)
+    result = kill.result
+    record(test, load_figures(result), kill.describe())
     assert result.failures == []
     assert len(result.paid) == ORDERS_DURING_LEADER_KILL
     assert result.slowest <= SLOWEST_ALLOWED, f"a web request took {result.slowest * 1000:.0f} ms"
     assert_exact(stack, test, paid_by_customers=result.paid)
     assert consumers_alive(stack) == pids, "a consumer process died (they must carry on by themselves)"
-    assert not stack.under_replicated()
 
 
 # -- 2. Two of three brokers down: below min.insync.replicas --------------------------------------
@@ -278,7 +249,7 @@ def test_with_two_brokers_down_orders_wait_in_the_outbox_and_all_arrive_once_one
         if name in (stack.topic("orders"), stack.topic("payments"))
     )
     kafka_cluster.start_node(down[0])
-    kafka_cluster.wait_node_ready(down[0], timeout=120)
+    kafka_cluster.wait_node_ready(down[0], timeout=180)
     returned = time.monotonic()
     on_topics = wait_for(lambda: stack.outbox_unsent() == 0, 120, "outbox events never sent", every=0.5)
     tally = assert_exact(stack, test, paid_by_customers=result.paid)
@@ -311,7 +282,7 @@ def test_a_rolling_restart_of_every_broker_fails_no_request(stack: Stack, kafka_
             kafka_cluster.stop_node(node.node_id)  # SIGTERM: a controlled shutdown, leaders moved first
             stopped = time.monotonic() - started
             kafka_cluster.start_node(node.node_id)
-            kafka_cluster.wait_node_ready(node.node_id, timeout=120)
+            kafka_cluster.wait_node_ready(node.node_id, timeout=180)
             wait_for(lambda: not stack.under_replicated(), 120, f"ISR not back to 3 after restarting {node.node_id}")
             steps.append(
                 f"broker {node.node_id}: stopped in {stopped:.1f} s, back in sync {time.monotonic() - started:.1f} s"
