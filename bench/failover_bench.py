@@ -104,10 +104,12 @@ def main() -> None:
         processes[postgres.process.pid] = "postgres"
         processes.update({node.process.pid: "kafka" for node in cluster.nodes})
         cpu_before = {pid: cpu_seconds(pid) for pid in processes}
+        client_before = os.times()
         kill = kill_the_leader_under_load(stack, cluster, args.orders, args.customers)
         result = kill.result
         caught_up = wait_for(lambda: stack.caught_up("stats", "deliveries"), 600, "consumers never caught up")
-        cpu = Counter()
+        client = os.times()
+        cpu = Counter({"client (this script)": client.user + client.system - client_before.user - client_before.system})
         for pid, name in processes.items():
             now = cpu_seconds(pid)
             if now is not None and cpu_before[pid] is not None:  # not the killed broker
