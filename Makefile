@@ -11,9 +11,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup
 	$(PY) -m foodsite.launcher
 
+# The whole suite on SQLite, then every database write path again on PostgreSQL.
 test: setup system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+	$(PY) -m pytest --db postgres -m db_write
 
 setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
 

@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 from django.conf import settings
 
+from foodsite.kafka.client_log import client_log_config
 from foodsite.kafka.topics import LIVE_UPDATES, topic_name
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class LiveBridge:
                 # Required by the client, never joined: partitions are assigned by hand.
                 "group.id": "live-bridge",
                 "enable.auto.commit": False,
-                "logger": logging.getLogger("librdkafka.live"),
+                **client_log_config("live"),
             }
         )
         try:

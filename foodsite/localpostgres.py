@@ -37,6 +37,7 @@ SERVER_USER = "postgres"  # the Debian package's system user, who owns the data 
 ROLE = "foodsite"  # the cluster's superuser, the one every DATABASE_URL names
 # Local only: the server listens on 127.0.0.1 and nothing else. Set POSTGRES_PASSWORD anywhere else.
 DEFAULT_PASSWORD = "foodsite-local-only"
+SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less the final NUL
 INSTALL_HINT = "install Debian's postgresql package (`make system-deps` does: apt-get install postgresql)"
 
 
@@ -123,6 +124,12 @@ class LocalPostgres:
         return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
 
     def _prepare_home(self) -> None:
+        socket = self.socket_dir / f".s.PGSQL.{self.port}"
+        if len(str(socket).encode()) > SOCKET_PATH_MAX:
+            # PostgreSQL would refuse to start with the reason in its log only: say it here, before initdb.
+            raise ValueError(
+                f"{socket} is longer than a unix socket path may be ({SOCKET_PATH_MAX}): use a shorter home"
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:
             return
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         server.ensure_initialized()
         command = server.server_command()
         run_as = server._run_as()
-    except (FileNotFoundError, PermissionError, RuntimeError) as exc:
+    except (FileNotFoundError, PermissionError, RuntimeError, ValueError) as exc:
         print(f"localpostgres: {exc}", file=sys.stderr)
         return 1
     print(f"localpostgres: {server.url()}", file=sys.stderr)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 
 _delivered: list[str] = []  # event ids acknowledged by Kafka, not yet marked sent
 _delivered_lock = threading.Lock()
+# Events Kafka did not take, by reason, since the last warning: an outage fails every queued
+# event, and one WARNING per event drowned the log (the relay sends them; nothing is lost).
+_undelivered: Counter[str] = Counter()
+_undelivered_warned_at = 0.0
+UNDELIVERED_WARN_EVERY_S = 10.0
 _marking = threading.Lock()
 
 
@@ -74,7 +81,9 @@ def send(rows: Iterable[OutboxEvent]) -> None:
 def _on_delivery(event_id: str) -> Callable[[KafkaError | None, Message], None]:
     def report(error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            log.warning("event %s not delivered yet (%s); the relay will send it again", event_id, error)
+            log.debug("event %s not delivered yet (%s); the relay will send it again", event_id, error)
+            with _delivered_lock:
+                _undelivered[error.str()] += 1
             return
         with _delivered_lock:
             _delivered.append(event_id)
@@ -85,6 +94,7 @@ def _on_delivery(event_id: str) -> Callable[[KafkaError | None, Message], None]:
 def mark_delivered() -> int:
     """Mark the acknowledged events sent, in one UPDATE (called from the producer's poll thread,
     and by the relay after its flush)."""
+    _warn_undelivered()
     # One marker at a time: the relay's call must wait for the poll thread's UPDATE under way,
     # or it would return before those rows are marked and a next pass would send them again.
     with _marking:
@@ -100,6 +110,19 @@ def mark_delivered() -> int:
             with _delivered_lock:  # try again after the next poll
                 _delivered.extend(ids)
             raise
+
+
+def _warn_undelivered() -> None:
+    """At most one WARNING per reason every UNDELIVERED_WARN_EVERY_S, with the count."""
+    global _undelivered_warned_at
+    with _delivered_lock:
+        if not _undelivered or time.monotonic() - _undelivered_warned_at < UNDELIVERED_WARN_EVERY_S:
+            return
+        counts = dict(_undelivered)
+        _undelivered.clear()
+        _undelivered_warned_at = time.monotonic()
+    for reason, count in counts.items():
+        log.warning("%d event(s) not delivered to Kafka yet (%s); the outbox relay will send them", count, reason)
 
 
 def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30) -> int:

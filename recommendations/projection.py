@@ -74,9 +74,11 @@ def _add(model: type[models.Model], keys: list[str], counter: str, amounts: Coun
         f"ON CONFLICT ({', '.join(quote(f.column) for f in fields[:-1])}) "
         f"DO UPDATE SET {column} = {table}.{column} + excluded.{column}"
     )
+    # In key order: on PostgreSQL each row is locked as the upsert reaches it, and two copies of
+    # the service meeting the same rows in different orders would deadlock (tested).
     params = [
         [field.get_db_prep_save(value, connection) for field, value in zip(fields, (*key, amount), strict=True)]
-        for key, amount in amounts.items()
+        for key, amount in sorted(amounts.items())
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)

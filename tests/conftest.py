@@ -15,8 +15,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dj_database_url
 import pytest
 from confluent_kafka.admin import AdminClient
+from django.conf import settings as django_settings
+from django.db import connections
 
 from foodsite.kafka.producer import reset_publisher
 from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
@@ -25,6 +28,69 @@ from foodsite.localkafka import LocalKafka, free_port
 from foodsite.localpostgres import LocalPostgres
 from foodsite.localredis import LocalRedis
 from tests.kafka_support import KafkaTestBed
+
+DATABASES = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=DATABASES,
+        default=os.environ.get("TEST_DATABASE", "sqlite"),
+        help="the database the tests run on (default: TEST_DATABASE or sqlite); "
+        "`make test` runs the db_write tests again with --db postgres",
+    )
+
+
+def on_postgres(config: pytest.Config) -> bool:
+    return config.getoption("--db") == "postgres"
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """pytest-django's hook before it creates the test database: with --db postgres, point the
+    default database at the session's PostgreSQL server (pytest-django then creates test_foodsite).
+
+    On SQLite, the test database is a file, as in production, not Django's in-memory default:
+    its shared cache fails a second writer at once ("database table is locked") instead of
+    letting it wait, so tests racing requests or consumers in threads could not run on it."""
+    default = django_settings.DATABASES["default"]
+    if not on_postgres(request.config):
+        if default["ENGINE"] == "django.db.backends.sqlite3":
+            default.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
+        return
+    server: LocalPostgres = request.getfixturevalue("postgres_server")
+    parsed = dj_database_url.parse(server.url("foodsite"))
+    # In place: Django's connection handler holds this very dict. OPTIONS are SQLite's (WAL,
+    # IMMEDIATE transactions), meaningless to PostgreSQL.
+    default.update({key: parsed[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")})
+    default["OPTIONS"] = {}
+    connections["default"].close()
+    del connections["default"]  # the next use builds a PostgreSQL connection from the new settings
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-django's, plus: on PostgreSQL, end the sessions still open on the test database
+    (producer poll threads' connections) so that pytest-django can drop it at the end."""
+    yield
+    if on_postgres(request.config):
+        server: LocalPostgres = request.getfixturevalue("postgres_server")
+        with server.connect(autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [django_settings.DATABASES["default"]["NAME"]],
+            )
+
+
+@pytest.fixture
+def process_database_url(request: pytest.FixtureRequest) -> str | None:
+    """The DATABASE_URL for project processes a test starts (tests.processes.Services): None on
+    SQLite (they share a file in their home), a fresh database of the session server on PostgreSQL."""
+    if not on_postgres(request.config):
+        return None
+    server: LocalPostgres = request.getfixturevalue("postgres_server")
+    return server.create_database(f"processes_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Project processes started for real (consumers, web, relay) against one SQLite file."""
+"""Project processes started for real (consumers, web, relay) against one database: a SQLite file
+in their home, or the PostgreSQL database the test gives (the process_database_url fixture)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,12 @@ print(json.dumps({
 
 
 class Services:
-    """Consumer processes sharing one SQLite file, as `make run` starts them."""
+    """Consumer processes sharing one database, as `make run` starts them."""
 
-    def __init__(self, home: Path, bootstrap_servers: str, env: dict[str, str] | None = None) -> None:
-        """`env`: more settings for every process (e.g. DATABASE_URL), before the first migrate."""
+    def __init__(
+        self, home: Path, bootstrap_servers: str, database_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """`env`: more settings for every process, before the first migrate."""
         self.env = {
             **os.environ,
             "FOODSITE_HOME": str(home),
@@ -42,8 +45,12 @@ class Services:
             # The broker's minimum: a killed member's partitions move on after 6 s.
             "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
             "PYTHONUNBUFFERED": "1",
-            **(env or {}),
         }
+        # Without one, the SQLite file in home (settings' default), whatever this shell exports.
+        self.env.pop("DATABASE_URL", None)
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.env.update(env or {})
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.python = sys.executable

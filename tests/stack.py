@@ -137,7 +137,6 @@ class Stack(Services):
         production = {
             "KAFKA_TOPIC_PREFIX": self.prefix,
             "KAFKA_GROUP_PREFIX": self.prefix,
-            "DATABASE_URL": self.database_url,
             # Production settings over plain HTTP on loopback, as bench/web_bench.py runs them.
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": uuid.uuid4().hex * 2,
@@ -154,7 +153,7 @@ class Stack(Services):
         self.consumers: dict[str, list[subprocess.Popen]] = {}
         self.web: list[subprocess.Popen] = []
         self.worker: subprocess.Popen | None = None
-        super().__init__(self.home, bootstrap_servers, {**production, **(env or {})})
+        super().__init__(self.home, bootstrap_servers, self.database_url, {**production, **(env or {})})
 
     # -- start and stop -------------------------------------------------------------------
 

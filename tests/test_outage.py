@@ -32,14 +32,14 @@ def wait_for(check, timeout: float, what: str) -> None:
         time.sleep(1)
 
 
-def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, settings):
+def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, settings, process_database_url):
     broker = LocalKafka(tmp_path / "kafka", port=free_port())
     broker.start()
     broker.wait_ready()
     settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
     settings.KAFKA_TOPIC_PREFIX = settings.KAFKA_GROUP_PREFIX = f"outage-{uuid.uuid4().hex[:8]}-"
     ensure_topics(admin_client(), declared_topics())
-    services = Services(tmp_path / "home", broker.bootstrap_servers)
+    services = Services(tmp_path / "home", broker.bootstrap_servers, process_database_url)
     try:
         services.manage("seed_demo")
         port = free_port()

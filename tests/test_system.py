@@ -100,7 +100,7 @@ def not_reloaded(page: Page) -> bool:
 def test_the_launcher_prints_the_demo_credentials_and_every_process(stack):
     assert "demo users: courier / foodsite-demo   staff / foodsite-demo" in stack.output()
     deadline = time.monotonic() + 30  # the consumers may log their first line just after "ready"
-    processes = ("web", "deliveries", "stats", "notifications", "recommendations", "worker")
+    processes = ("web", "deliveries", "stats", "notifications", "recommendations", "worker", "beat")
     for name in ("kafka", "migrate", "init-kafka", "seed", *processes):
         while not re.search(rf"^\S+ {re.escape(name)}\s*\|", stack.output(), re.MULTILINE):
             assert time.monotonic() < deadline, f"no log line from {name}"
@@ -219,6 +219,12 @@ def test_ctrl_c_stops_every_process_cleanly(stack):
     port = int(stack.url.rsplit(":", 1)[1])
     stack.process.send_signal(signal.SIGINT)
     assert stack.process.wait(timeout=60) == 0, stack.output()[-3000:]
-    assert stack.output().rstrip().endswith("stopped")
+    stop = stack.output().split("| stopping", 1)[1]
+    assert re.search(r"\| stopped in [\d.]+ s$", stop.rstrip()), stop[-3000:]
+    # A clean stop is quiet: no process needed killing, none logged an error on its way out
+    # (Celery's pool child used to, when it got the SIGTERM meant for its parent).
+    assert "killing it" not in stop, stop
+    assert not re.search(r"ERROR|CRITICAL|Traceback", stop), stop
+    print(stop.rstrip().rsplit("\n", 1)[-1])
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "web still listening after Ctrl-C"

@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
 
 from foodsite.events import CONTENT_TYPE_JSON, Event, encode
+from foodsite.kafka.client_log import client_log_config
 from foodsite.kafka.topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ def producer_config() -> dict:
         # Java's default partitioner, so a key lands on the same partition whichever client
         # produced it (the Python client's default is CRC32).
         "partitioner": "murmur2_random",
-        # librdkafka's own messages through Python logging, not raw lines on stderr.
-        "logger": logging.getLogger("librdkafka.producer"),
+        # librdkafka's own messages through Python logging, an outage as one line, not hundreds.
+        **client_log_config("producer"),
         **settings.KAFKA_PRODUCER,
     }
     if str(config["acks"]) not in {"all", "-1"} and config.get("enable.idempotence"):

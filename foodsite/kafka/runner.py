@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
 
 from foodsite.events import Event, InvalidEvent, decode
+from foodsite.kafka.client_log import client_log_config
 from foodsite.kafka.topics import dead_letter_topic, group_name, logical_name, topic_name
 from foodsite.live import announce
 from foodsite.models import ConsumerOffset
@@ -120,7 +121,7 @@ class ConsumerRunner:
                 "partition.assignment.strategy": "range",
                 # A killed member gives its partitions back within seconds instead of 45 s.
                 "session.timeout.ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
-                "logger": logging.getLogger("librdkafka.consumer"),
+                **client_log_config("consumer"),
                 **(consumer_config or {}),
             }
         )
@@ -129,7 +130,7 @@ class ConsumerRunner:
                 "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 "enable.idempotence": True,
                 "acks": "all",
-                "logger": logging.getLogger("librdkafka.dead_letters"),
+                **client_log_config("dead_letters"),
             }
         )
 
@@ -157,6 +158,7 @@ class ConsumerRunner:
                 messages = self._consumer.consume(self.batch_size, self.poll_timeout)
                 if messages:
                     self._process_with_retry(messages)
+                self._producer.poll(0)  # its delivery reports and log lines, as they come
                 if until_caught_up and len(messages) < self.batch_size and self._caught_up():
                     break
                 # Consumers live for days: drop connections past CONN_MAX_AGE or broken.

@@ -15,6 +15,7 @@ from tests.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_a_paid_order_reaches_the_courier_page_through_kafka(client, kafka):
     pizza = DishFactory(name="Margherita")
     beer = DishFactory(name="Birra")
@@ -48,6 +49,7 @@ def consumed(payload, offset: int) -> ConsumedEvent:
 
 
 @pytest.mark.django_db
+@pytest.mark.db_write
 def test_payment_read_before_its_order_still_makes_one_delivery():
     order_id = str(uuid.uuid4())
     placed = OrderPlaced(

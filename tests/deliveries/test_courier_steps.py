@@ -29,6 +29,7 @@ def paid_delivery(client, kafka):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_claim_pick_up_deliver_flow_through_kafka_to_the_customer(client, kafka, paid_delivery):
     order_id = paid_delivery
     courier = logged_in(CourierFactory())
@@ -59,6 +60,7 @@ def test_claim_pick_up_deliver_flow_through_kafka_to_the_customer(client, kafka,
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_steps_out_of_turn_are_refused_with_the_reason(client, kafka, paid_delivery):
     order_id = paid_delivery
     first = logged_in(CourierFactory())
@@ -92,6 +94,7 @@ def consumed(payload, offset: int) -> ConsumedEvent:
 
 
 @pytest.mark.django_db
+@pytest.mark.db_write
 def test_the_first_claim_in_the_log_wins_and_only_its_courier_moves_on():
     order_id = str(uuid.uuid4())
     projection = DeliveryProjection()

@@ -192,6 +192,7 @@ def test_an_order_placed_on_the_web_with_event_format_avro_reaches_kafka_and_the
     assert (sales_totals().orders, sales_totals().revenue) == (1, Decimal("17.00"))
 
 
+@pytest.mark.db_write
 def test_the_outbox_relays_an_event_with_the_content_type_it_was_stored_with(client, kafka, settings):
     settings.EVENT_FORMAT = "avro"
     settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # Kafka down: the event waits

@@ -64,6 +64,18 @@ def test_postgres_says_why_it_did_not_start(postgres_server: LocalPostgres, pg_h
         clash.stop()
 
 
+@pytest.mark.db_write
+@pytest.mark.django_db
+def test_the_tests_run_on_the_database_asked_for(request: pytest.FixtureRequest) -> None:
+    from django.db import connection
+
+    expected = {"sqlite": "sqlite", "postgres": "postgresql"}[request.config.getoption("--db")]
+    assert connection.vendor == expected
+    with connection.cursor() as cursor:  # a real round trip, not only the backend's name
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+
+
 def test_redis_server_answers_on_localhost_without_persistence(redis_server: LocalRedis) -> None:
     assert redis_server.url == f"redis://127.0.0.1:{redis_server.port}/0"
     with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as conn:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.db import connections
+from django.test import Client
 
 from foodsite.kafka.producer import get_publisher, reset_publisher
 from foodsite.kafka.runner import decode_message
@@ -17,7 +21,7 @@ from orders.models import Order
 from tests.factories import DishFactory
 from tests.web import place_order
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
 
 def test_orders_placed_while_kafka_is_down_are_received_and_relayed_once_it_is_back(client, kafka, settings):
@@ -62,5 +66,32 @@ def test_submitting_the_same_order_form_twice_orders_once(client, kafka):
 
     assert first.status_code == second.status_code == 302
     assert first["Location"] == second["Location"]
+    assert Order.objects.count() == 1
+    assert len(kafka.read_topic("orders")) == 1
+
+
+def test_the_same_order_form_submitted_at_the_same_instant_orders_once(client, kafka):
+    """The idempotency key's race: requests in flight together (each its own thread and database
+    connection, as under daphne), so that on PostgreSQL their INSERTs really overlap."""
+    dish = DishFactory()
+    key = re.search(r'name="idempotency_key" value="([0-9a-f]+)"', client.get("/").content.decode()).group(1)
+    form = {"customer_name": "Ada", "address": "Via Roma 1", f"qty-{dish.pk}": "2", "idempotency_key": key}
+    copies = 4
+    together = threading.Barrier(copies)
+
+    def submit(_: int):
+        browser = Client()
+        browser.cookies = client.cookies  # the same customer's retries
+        together.wait()
+        try:
+            return browser.post("/", form)
+        finally:
+            connections.close_all()  # this thread's connection
+
+    with ThreadPoolExecutor(copies) as pool:
+        responses = list(pool.map(submit, range(copies)))
+
+    assert [r.status_code for r in responses] == [302] * copies
+    assert len({r["Location"] for r in responses}) == 1
     assert Order.objects.count() == 1
     assert len(kafka.read_topic("orders")) == 1

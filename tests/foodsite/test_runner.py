@@ -13,7 +13,7 @@ from foodsite.kafka.runner import ConsumedEvent, Projection
 from foodsite.kafka.topics import ORDERS, PAYMENTS, group_name
 from foodsite.models import ConsumerOffset
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
 
 class RecordingProjection(Projection):

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.system
 
 
 @pytest.fixture
-def services(kafka: KafkaTestBed, tmp_path: Path) -> Iterator[Services]:
-    services = Services(tmp_path, kafka.bootstrap_servers)
+def services(kafka: KafkaTestBed, tmp_path: Path, process_database_url: str | None) -> Iterator[Services]:
+    services = Services(tmp_path, kafka.bootstrap_servers, process_database_url)
     yield services
     services.close()
 
@@ -45,6 +45,8 @@ def produce_in_background(
     return thread
 
 
+# On PostgreSQL too: the offsets' fencing between real processes writing at once.
+@pytest.mark.db_write
 def test_kill_9_at_random_moments_loses_and_doubles_nothing(kafka, services):
     stream = OrderStream(kafka.bootstrap_servers, seed=1)
     producer = produce_in_background(stream, orders=20_000, waves=10, pause=1.5)
@@ -71,6 +73,8 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(kafka, services):
     assert services.results() == stream.truth.as_result()
 
 
+# On PostgreSQL too: the offsets' fencing between real processes writing at once.
+@pytest.mark.db_write
 def test_a_member_added_and_one_removed_mid_stream_with_poison_in_it(kafka, services):
     stream = OrderStream(kafka.bootstrap_servers, seed=2)
     producer = produce_in_background(stream, orders=20_000, waves=6, poison_every=997)
@@ -104,14 +108,14 @@ def test_a_member_added_and_one_removed_mid_stream_with_poison_in_it(kafka, serv
     assert "revoked" in members_logs
 
 
-def test_consumers_ride_out_a_broker_restart(tmp_path, settings):
+def test_consumers_ride_out_a_broker_restart(tmp_path, settings, process_database_url):
     broker = LocalKafka(tmp_path / "kafka", port=free_port())
     broker.start()
     broker.wait_ready()
     try:
         settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
         ensure_topics(admin_client(), declared_topics())
-        services = Services(tmp_path / "home", broker.bootstrap_servers)
+        services = Services(tmp_path / "home", broker.bootstrap_servers, process_database_url)
         stream = OrderStream(broker.bootstrap_servers, seed=3)
         try:
             consumers = [services.start("consume_stats"), services.start("consume_deliveries")]

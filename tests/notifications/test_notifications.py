@@ -28,7 +28,7 @@ from tests.factories import DishFactory
 from tests.notifications.flaky_email import FlakyBackend
 from tests.web import pay_order, place_order
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
 
 @pytest.fixture

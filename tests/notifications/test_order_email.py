@@ -9,7 +9,7 @@ from orders.models import Order
 from tests.factories import DishFactory
 from tests.web import place_order
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
 
 def test_the_email_is_stored_and_travels_in_the_order_event(client, kafka):

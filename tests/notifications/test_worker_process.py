@@ -17,7 +17,7 @@ from foodsite.events import DeliveryPickedUp, Event, OrderLine, OrderPlaced, Pay
 from foodsite.kafka.producer import get_publisher
 from tests.processes import Services
 
-pytestmark = pytest.mark.system
+pytestmark = [pytest.mark.system, pytest.mark.db_write]
 
 
 def emails(home: Path) -> list[tuple[str, str]]:
@@ -39,8 +39,8 @@ def wait_for_emails(home: Path, count: int, timeout: float = 60) -> list[tuple[s
     return found
 
 
-def test_the_worker_emails_each_step_once_and_a_replay_emails_nobody_again(kafka, tmp_path):
-    services = Services(tmp_path, kafka.bootstrap_servers)
+def test_the_worker_emails_each_step_once_and_a_replay_emails_nobody_again(kafka, tmp_path, process_database_url):
+    services = Services(tmp_path, kafka.bootstrap_servers, process_database_url)
     try:
         publisher = get_publisher()
         orders = [str(uuid.uuid4()) for _ in range(4)]

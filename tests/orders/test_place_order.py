@@ -36,6 +36,7 @@ def test_menu_lists_dishes_with_server_prices(client):
     assert "€ 8.50" in page
 
 
+@pytest.mark.db_write
 def test_placed_order_is_an_event_keyed_by_order_id_on_its_murmur2_partition(client, kafka):
     pizza = DishFactory(name="Margherita", price=Decimal("8.50"), food_cost=Decimal("2.40"))
     water = DishFactory(name="Acqua", price=Decimal("2.00"), food_cost=Decimal("0.40"))
@@ -145,6 +146,7 @@ def test_unavailable_dish_cannot_be_ordered(client, kafka):
     assert "Unknown dish" in response.content.decode()
 
 
+@pytest.mark.db_write
 def test_paying_twice_is_refused_and_publishes_one_payment(client, kafka):
     dish = DishFactory()
     order_id = order_id_from(place(client, {dish: 1}))
@@ -204,6 +206,7 @@ def test_bad_card_details_are_refused_on_the_form(client, kafka, card, expected)
     assert kafka.read_topic("payments") == []
 
 
+@pytest.mark.db_write
 def test_a_declined_card_publishes_payment_failed_and_leaves_the_order_payable(client, kafka):
     order_id = order_id_from(place(client, {DishFactory(): 1}))
 

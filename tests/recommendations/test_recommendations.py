@@ -4,15 +4,19 @@ numbers counted by hand on a fixed set of orders, then the menu that shows them.
 from __future__ import annotations
 
 import io
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import connections, transaction
 
 from foodsite.events import Event, OrderLine, OrderPlaced
 from foodsite.kafka.producer import get_publisher
+from foodsite.kafka.runner import ConsumedEvent
 from recommendations.models import DishPair
 from recommendations.projection import RecommendationProjection
 from recommendations.selectors import Partner, Popular, often_ordered_with, popular_now
@@ -73,6 +77,7 @@ def hand_counted(menu) -> tuple[dict, list]:
     return often, popular
 
 
+@pytest.mark.db_write
 def test_recommendations_match_co_occurrence_counted_by_hand_also_after_a_replay(client, kafka, menu):
     place_fixed_orders(client, menu)
     often, popular = hand_counted(menu)
@@ -93,6 +98,7 @@ def test_recommendations_match_co_occurrence_counted_by_hand_also_after_a_replay
     assert popular_now(limit=10) == popular
 
 
+@pytest.mark.db_write
 def test_a_duplicate_order_event_counts_once(client, kafka, menu):
     place_order(client, {menu["Pizza"]: 1, menu["Beer"]: 1})
     [placed] = kafka.read_topic("orders")
@@ -105,6 +111,7 @@ def test_a_duplicate_order_event_counts_once(client, kafka, menu):
     assert popular_now() == [Popular(menu["Pizza"].pk, 1), Popular(menu["Beer"].pk, 1)]  # a tie: lower id first
 
 
+@pytest.mark.db_write
 def test_the_menu_shows_popular_now_and_often_ordered_with_for_dishes_in_the_cart(client, kafka, menu):
     place_fixed_orders(client, menu)
     kafka.drain(RecommendationProjection())
@@ -154,3 +161,50 @@ def test_the_hint_appears_in_the_browser_when_a_quantity_is_typed(live_server, m
             expect(hint).to_be_hidden()
         finally:
             browser.close()
+
+
+@pytest.mark.db_write
+def test_two_copies_committing_the_same_pairs_at_once_count_them_all(transactional_db):
+    """The cluster profile runs two copies of the service: their batches (other partitions,
+    other orders) add to the same pair and bucket rows at the same instant, each in its own
+    transaction. On PostgreSQL the rows are locked one by one as the upsert reaches them:
+    the two must reach them in the same order, or each waits for the other (a deadlock)."""
+    everything = list(range(1, 31))  # dish ids: 870 ordered pairs in one order
+
+    def batch(first_dishes: list[int]) -> list[ConsumedEvent]:
+        # The first order decides which pairs the batch meets first: opposite ends here.
+        events = []
+        for offset, dishes in enumerate([first_dishes, everything]):
+            lines = [OrderLine(d, f"dish {d}", 1, Decimal("10"), Decimal("4")) for d in dishes]
+            order = OrderPlaced(str(uuid.uuid4()), "Ada", "Via Roma 1", lines, Decimal(10 * len(dishes)))
+            events.append(ConsumedEvent("orders", 0, offset, Event(order)))
+        return events
+
+    rounds = 3
+    together = threading.Barrier(2)
+
+    errors: list[Exception] = []
+
+    def copy(first_dishes: list[int]) -> None:
+        try:
+            for _ in range(rounds):
+                events = batch(first_dishes)
+                together.wait(timeout=30)
+                with transaction.atomic():
+                    RecommendationProjection().apply(events)
+        except threading.BrokenBarrierError:
+            pass  # the other copy failed: its error is the one to see
+        except Exception as exc:
+            errors.append(exc)
+            together.abort()
+        finally:
+            connections.close_all()  # this thread's connection
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(copy, [[1, 2], [29, 30]]))
+    assert errors == []  # on PostgreSQL, a deadlock would be here
+
+    counts = dict(((a, b), n) for a, b, n in DishPair.objects.values_list("dish_a", "dish_b", "orders"))
+    assert counts[(1, 2)] == counts[(2, 1)] == counts[(29, 30)] == 3 * rounds  # a first order, both "everything"
+    assert counts[(1, 30)] == counts[(15, 16)] == 2 * rounds  # in the two "everything" orders
+    assert len(counts) == 30 * 29

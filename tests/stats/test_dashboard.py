@@ -14,6 +14,7 @@ from tests.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_stats_page_shows_revenue_profit_and_dishes_sold_from_the_stream(client, kafka):
     pizza = DishFactory(name="Margherita", price=Decimal("8.50"), food_cost=Decimal("2.40"))
     tiramisu = DishFactory(name="Tiramisu", price=Decimal("5.50"), food_cost=Decimal("1.40"))
@@ -40,6 +41,7 @@ def test_stats_page_shows_revenue_profit_and_dishes_sold_from_the_stream(client,
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_a_second_run_of_the_consumer_does_not_count_again(client, kafka):
     pizza = DishFactory(price=Decimal("10.00"))
     pay_order(client, place_order(client, {pizza: 1}))
@@ -61,6 +63,7 @@ def test_stats_page_is_for_staff_only(client):
 
 
 @pytest.mark.django_db
+@pytest.mark.db_write
 def test_duplicate_events_in_any_order_count_an_order_once():
     order_id = str(uuid.uuid4())
     placed = Event(

@@ -42,6 +42,7 @@ def minutes() -> dict[str, int]:
 
 
 @pytest.mark.django_db
+@pytest.mark.db_write
 def test_paid_orders_are_counted_in_the_minute_of_their_payment():
     a, b, c, d, unpaid = (str(uuid.uuid4()) for _ in range(5))
     apply(order(a), order(b), order(c), order(unpaid))
@@ -60,6 +61,7 @@ def test_paid_orders_are_counted_in_the_minute_of_their_payment():
 
 
 @pytest.mark.django_db
+@pytest.mark.db_write
 def test_the_chart_covers_the_last_60_minutes_with_empty_minutes_as_zero():
     a, b, old = (str(uuid.uuid4()) for _ in range(3))
     apply(order(a), order(b), order(old))
@@ -74,6 +76,7 @@ def test_the_chart_covers_the_last_60_minutes_with_empty_minutes_as_zero():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.db_write
 def test_the_page_charts_orders_paid_now_and_a_replay_rebuilds_the_minutes(client, kafka):
     pizza = DishFactory(name="Margherita", price=Decimal("8.50"))
     salad = DishFactory(name="Insalata", price=Decimal("6.00"))

@@ -13,7 +13,7 @@ from stats.projection import SalesProjection
 from tests.factories import DishFactory
 from tests.web import pay_order, place_order
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
 
 def snapshot() -> tuple:
