@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 KAFKA_LIBS := .local/kafka/libs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup lint system-deps clean
+.PHONY: run test setup lint system-deps server-deps clean
 
-run: setup
+# FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
+run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
 	$(PY) -m foodsite.launcher
 
 # The whole suite on SQLite, then every database write path again on PostgreSQL.
@@ -34,14 +35,16 @@ $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 # docker engine itself is not needed), PostgreSQL and Redis for the PostgreSQL pass of the tests
 # and the cluster profile. Only their binaries are used: foodsite.localpostgres/localredis run
 # their own servers on their own ports and directories, whether Debian's services run or not.
-system-deps:
+system-deps: server-deps
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose; }
+
+server-deps:
 	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 	@command -v redis-server >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
-	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq docker-compose; }
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -101,9 +101,14 @@ class LocalCluster:
         `popen` goes to every node's LocalKafka.start (e.g. stdout=subprocess.PIPE), and again
         to start_node later."""
         self._popen = popen
+        # The JVMs that format fresh storage run in parallel; the nodes themselves start from
+        # this thread: a child asking for PR_SET_PDEATHSIG (the launcher's) would be killed when
+        # the pool thread that started it ends.
         with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
-            for started in [pool.submit(node.start, **popen) for node in self.nodes]:
-                started.result()
+            for formatted in [pool.submit(node.ensure_formatted) for node in self.nodes]:
+                formatted.result()
+        for node in self.nodes:
+            node.start(**popen)
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Return once every node answers and every broker is registered (unfenced) in the
@@ -190,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         args.home, ports=args.ports, size=len(args.ports) if args.ports else args.size, libs=args.libs
     )
     stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+    # Until ready, Ctrl-C interrupts the wait (KeyboardInterrupt); then it ends the loop below.
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
         cluster.start(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         for node in cluster.nodes:
@@ -199,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         cluster.wait_ready()
         print(f"ready in {time.monotonic() - started:.1f} s: {cluster.bootstrap_servers}", flush=True)
+        signal.signal(signal.SIGINT, lambda *_: stopping.set())
         while not stopping.wait(0.5):
             for node in cluster.nodes:
                 if node.process.poll() is not None:
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
         print(f"localcluster: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         cluster.stop()
 

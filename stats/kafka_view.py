@@ -1,6 +1,8 @@
 """The Kafka view of the staff page: the seed's offset picture, read from the broker.
 
-For every topic of the system, each partition's low and high (end) offsets; for every
+For every topic of the system, each partition's low and high (end) offsets, its leader,
+replicas and in-sync replicas; the brokers, with warnings for a broker that is down and for
+under-replicated and offline partitions; for every
 consumer group of the system, its committed offset per partition, the lag (end - committed)
 and its members with their assigned partitions. Logical names throughout (prefixes off).
 
@@ -36,12 +38,27 @@ TIMEOUT_S = 3.0  # the whole view's budget
 @dataclass(frozen=True)
 class PartitionOffsets:
     partition: int
-    low: int  # the earliest retained offset
-    high: int  # the end: the offset the next event will get
+    low: int | None  # the earliest retained offset (None: offline, nobody to ask)
+    high: int | None  # the end: the offset the next event will get
+    leader: int = -1  # broker id; -1: no leader, the partition is offline
+    replicas: tuple[int, ...] = ()
+    isr: tuple[int, ...] = ()  # the in-sync replicas: those an acks=all write waits for
 
     @property
     def retained(self) -> int:
-        return self.high - self.low
+        return 0 if self.offline else self.high - self.low
+
+    @property
+    def offline(self) -> bool:
+        return self.leader < 0
+
+    @property
+    def under_replicated(self) -> bool:
+        return len(self.isr) < len(self.replicas)
+
+    @property
+    def out_of_sync(self) -> tuple[int, ...]:
+        return tuple(r for r in self.replicas if r not in self.isr)
 
 
 @dataclass(frozen=True)
@@ -51,8 +68,8 @@ class TopicOffsets:
 
     @property
     def end(self) -> int:
-        """Events ever written (the sum of the end offsets)."""
-        return sum(p.high for p in self.partitions)
+        """Events ever written (the sum of the end offsets; offline partitions unknown)."""
+        return sum(p.high for p in self.partitions if p.high is not None)
 
     @property
     def retained(self) -> int:
@@ -63,20 +80,22 @@ class TopicOffsets:
 class GroupPartition:
     topic: str  # logical
     partition: int
-    low: int
-    end: int
+    low: int | None  # None (and end): the partition is offline
+    end: int | None
     committed: int | None  # in Kafka; None: nothing committed yet
     stored: int | None  # the runner's position in the database
     owner: str | None  # the member's client id, if assigned
 
     @property
-    def lag(self) -> int:
+    def lag(self) -> int | None:
+        if self.end is None:
+            return None  # offline: the end is not known
         # Nothing committed yet: the runner starts at the earliest retained event.
         return self.end - (self.low if self.committed is None else self.committed)
 
     @property
     def done_percent(self) -> float:
-        return 100.0 if self.end == 0 else 100.0 * (self.committed or 0) / self.end
+        return 100.0 if not self.end else 100.0 * (self.committed or 0) / self.end
 
 
 @dataclass(frozen=True)
@@ -97,7 +116,15 @@ class GroupOffsets:
 
     @property
     def lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
+        return sum(p.lag for p in self.partitions if p.lag is not None)
+
+
+@dataclass(frozen=True)
+class Broker:
+    id: int
+    address: str  # host:port; "" when down (only live brokers are in the metadata)
+    live: bool
+    replicas: int  # partitions (of every topic on the cluster) it holds a replica of
 
 
 @dataclass(frozen=True)
@@ -106,6 +133,23 @@ class KafkaView:
     groups: list[GroupOffsets] = field(default_factory=list)
     error: str | None = None  # "Kafka unreachable: <reason>" and nothing else shown
     took_ms: int = 0
+    brokers: list[Broker] = field(default_factory=list)
+
+    @property
+    def brokers_down(self) -> list[Broker]:
+        return [b for b in self.brokers if not b.live]
+
+    def _partitions(self) -> list[tuple[str, PartitionOffsets]]:
+        return [(topic.name, p) for topic in self.topics for p in topic.partitions]
+
+    @property
+    def under_replicated(self) -> list[str]:
+        """ "orders[0]" for each partition with fewer in-sync replicas than replicas."""
+        return [f"{name}[{p.partition}]" for name, p in self._partitions() if p.under_replicated and not p.offline]
+
+    @property
+    def offline(self) -> list[str]:
+        return [f"{name}[{p.partition}]" for name, p in self._partitions() if p.offline]
 
 
 def known_groups() -> dict[str, tuple[str, ...]]:
@@ -138,7 +182,7 @@ def kafka_view(timeout: float = TIMEOUT_S) -> KafkaView:
     except (KafkaException, concurrent.futures.TimeoutError, TimeoutError) as exc:
         view = KafkaView(error=f"Kafka unreachable: {_reason(exc)} (at {settings.KAFKA_BOOTSTRAP_SERVERS})")
         log.warning("stats page: %s", view.error)
-    return KafkaView(view.topics, view.groups, view.error, int((time.monotonic() - started) * 1000))
+    return KafkaView(view.topics, view.groups, view.error, int((time.monotonic() - started) * 1000), view.brokers)
 
 
 class _Reader:
@@ -160,7 +204,13 @@ class _Reader:
         metadata = self.admin.list_topics(timeout=self.remaining())
         # The system's topics, in declaration order, as far as they exist.
         names = [spec.name for spec in declared_topics() if spec.name in metadata.topics]
-        partitions = [TopicPartition(name, p) for name in names for p in sorted(metadata.topics[name].partitions)]
+        # An offline partition (no leader) has nobody to answer for its offsets.
+        partitions = [
+            TopicPartition(name, p)
+            for name in names
+            for p, state in sorted(metadata.topics[name].partitions.items())
+            if state.leader >= 0
+        ]
 
         # Everything below goes out at once; each answer is awaited within the budget.
         request_timeout = self.remaining()
@@ -197,8 +247,15 @@ class _Reader:
             TopicOffsets(
                 logical_name(name),
                 [
-                    PartitionOffsets(p, low[(name, p)], high[(name, p)])
-                    for p in sorted(metadata.topics[name].partitions)
+                    PartitionOffsets(
+                        p,
+                        low.get((name, p)),
+                        high.get((name, p)),
+                        leader=state.leader,
+                        replicas=tuple(state.replicas),
+                        isr=tuple(sorted(state.isrs)),
+                    )
+                    for p, state in sorted(metadata.topics[name].partitions.items())
                 ],
             )
             for name in names
@@ -235,8 +292,8 @@ class _Reader:
                 GroupPartition(
                     topic=logical_name(name),
                     partition=p,
-                    low=low[(name, p)],
-                    end=high[(name, p)],
+                    low=low.get((name, p)),
+                    end=high.get((name, p)),
                     committed=committed.get((name, p)),
                     stored=stored.get((group, logical_name(name), p)),
                     owner=owners.get((name, p)),
@@ -246,7 +303,25 @@ class _Reader:
                 for p in sorted(metadata.topics[name].partitions)
             ]
             views.append(GroupOffsets(logical_group, state, members, rows, error))
-        return KafkaView(topics, views)
+        return KafkaView(topics, views, brokers=_brokers(metadata))
+
+
+def _brokers(metadata) -> list[Broker]:
+    """The live brokers (the metadata's), and the down ones: a broker id that a partition of
+    any topic still names among its replicas but that is not live. KRaft keeps a fenced or
+    stopped broker in the replica lists, so it shows here until it is removed for good."""
+    held: dict[int, int] = {}
+    for topic in metadata.topics.values():
+        for state in topic.partitions.values():
+            for replica in state.replicas:
+                held[replica] = held.get(replica, 0) + 1
+    live = metadata.brokers
+    return [
+        Broker(
+            id=b, address=f"{live[b].host}:{live[b].port}" if b in live else "", live=b in live, replicas=held.get(b, 0)
+        )
+        for b in sorted({*live, *held})
+    ]
 
 
 def _members(description) -> tuple[list[GroupMember], dict[tuple[str, int], str]]:

@@ -1,6 +1,6 @@
 """Fixtures: one real Kafka broker for the whole session, fresh topics for each test; a real
-PostgreSQL server and a real Redis server for the session, started when a test first asks; a
-three-node cluster too, started only if a test asks for it (`kafka_cluster`).
+three-node cluster (`kafka_cluster`), a real PostgreSQL server and a real Redis server for the
+session, each started when a test first asks.
 
 Set TEST_KAFKA_BOOTSTRAP_SERVERS to use a broker you already run instead of starting one.
 `pytest --db postgres` (or TEST_DATABASE=postgres) runs the tests on PostgreSQL instead of SQLite.

@@ -115,8 +115,7 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
     metadata = _wait_for_metadata(admin, [spec.name for spec in specs], timeout)
-    resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs]
-    configs = {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+    configs = _describe_configs(admin, [spec.name for spec in specs], timeout)
     updated = {
         spec.name: tuple(key for key, value in spec.config.items() if configs[spec.name][key].value != value)
         for spec in specs
@@ -152,6 +151,20 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
         )
         for spec in specs
     ]
+
+
+def _describe_configs(admin: AdminClient, names: list[str], timeout: float) -> dict:
+    # On a cluster the broker asked may learn of a just-created topic a moment after the one
+    # that answered the metadata request: UNKNOWN_TOPIC_OR_PART until then.
+    deadline = time.monotonic() + timeout
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    while True:
+        try:
+            return {res.name: future.result() for res, future in admin.describe_configs(resources).items()}
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> dict:

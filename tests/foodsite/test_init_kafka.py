@@ -1,3 +1,4 @@
+import time
 import uuid
 from io import StringIO
 
@@ -64,12 +65,12 @@ def test_on_the_cluster_every_topic_has_three_replicas_and_keeps_its_safety_sett
         admin.incremental_alter_configs(
             [ConfigResource(ConfigResource.Type.TOPIC, orders, incremental_configs=lowered)]
         )[ConfigResource(ConfigResource.Type.TOPIC, orders)].result()
-        assert _config(admin, orders)["min.insync.replicas"] == "1"
+        _wait_until_every_broker_says(admin, orders, "min.insync.replicas", "1")
         again = StringIO()
         call_command("init_kafka", stdout=again)
         line = next(line for line in again.getvalue().splitlines() if line.startswith(orders + " "))
         assert line.split()[1:6] == ["updated", "3", "3", "3", "2"], line  # state partitions replicas in-sync min.isr
-        assert _config(admin, orders)["min.insync.replicas"] == "2"
+        _wait_until_every_broker_says(admin, orders, "min.insync.replicas", "2")
     finally:
         admin.delete_topics(names)
 
@@ -77,3 +78,14 @@ def test_on_the_cluster_every_topic_has_three_replicas_and_keeps_its_safety_sett
 def _config(admin, topic: str) -> dict[str, str]:
     described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
     return {key: entry.value for key, entry in next(iter(described.values())).result().items()}
+
+
+def _wait_until_every_broker_says(admin, topic: str, key: str, value: str, timeout: float = 30) -> None:
+    # A topic's config reaches each broker through the cluster's metadata log, a moment apart,
+    # and each describe goes to whichever broker: ten answers in a row, or it never arrived.
+    deadline = time.monotonic() + timeout
+    agreeing = 0
+    while agreeing < 10:
+        agreeing = agreeing + 1 if _config(admin, topic)[key] == value else 0
+        assert time.monotonic() < deadline, f"{topic}: {key} never became {value}"
+        time.sleep(0.05)

@@ -130,3 +130,45 @@ def test_the_page_says_kafka_is_unreachable_and_still_shows_the_numbers(settings
     assert '<strong id="stat-orders">0</strong>' in page  # the rest of the page is there
     assert 'id="chart-orders-per-minute"' in page
     assert elapsed < 10, f"the page hung for {elapsed:.1f} s"  # the view's budget is 3 s: no long hang
+
+
+def test_on_the_cluster_the_page_warns_while_a_broker_is_down_and_clears_once_it_is_back(
+    kafka_on_cluster, kafka_cluster
+):
+    staff = logged_in(StaffFactory())
+
+    def page_when(ready, what: str, timeout: float = 90) -> str:
+        deadline = time.monotonic() + timeout
+        while not ready(page := stats_page(staff)):
+            assert time.monotonic() < deadline, f"{what} within {timeout:g} s:\n{kafka_section(page)[:3000]}"
+            time.sleep(0.5)
+        return page
+
+    def replicated(page: str) -> bool:
+        rows = topic_rows(page)
+        return bool(rows) and all(len(row["isr"].split(",")) == 3 for row in rows)
+
+    healthy = stats_page(staff)
+    assert replicated(healthy)
+    assert all(sorted(row["replicas"].split(",")) == ["1", "2", "3"] for row in topic_rows(healthy))
+    assert 'id="kafka-warnings"' not in healthy
+    victim = topic_rows(healthy)[0]["leader"]  # the leader of orders[0]
+
+    kafka_cluster.kill(int(victim))
+    try:
+        # The controller fences the broker once its session expires (broker.session.timeout.ms).
+        down = page_when(lambda page: 'data-warning="broker-down"' in page, f"no warning that broker {victim} is down")
+        warnings = kafka_section(down).split('id="kafka-warnings"', 1)[1].split("</div>", 1)[0]
+        assert f'data-broker="{victim}">Broker {victim} is down' in warnings
+        rows = topic_rows(down)
+        assert all(victim not in row["isr"].split(",") and row["leader"] != victim for row in rows)
+        assert 'data-warning="under-replicated"' in warnings
+        assert f"{len(rows)} under-replicated partitions" in warnings  # every partition has a replica there
+        assert "orders[0]" in warnings
+        assert 'data-warning="offline"' not in warnings  # two replicas left: every partition has a leader
+    finally:
+        kafka_cluster.start_node(int(victim))
+        kafka_cluster.wait_node_ready(int(victim), timeout=120)
+
+    back = page_when(lambda page: replicated(page) and 'id="kafka-warnings"' not in page, "ISR not back to 3")
+    assert f'data-broker="{victim}" data-live="yes"' in back
