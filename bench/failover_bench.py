@@ -6,7 +6,7 @@ tests/test_failover.py's first test, at scale.
 
 Starts its own production shape (foodsite.localcluster's three KRaft nodes, RF 3,
 min.insync.replicas=2, acks=all; PostgreSQL and Redis from Debian's packages; two daphne web
-processes, two copies of the stats and deliveries consumers, the Celery worker with beat:
+processes, two copies of the stats and deliveries consumers, the Celery worker and beat:
 tests/stack.py) and drives it with tests/load.py: a few threads of customers, each order two
 POSTs (place, pay), alternating between the web processes. Once a fifth of the orders are
 paid, the leading broker is killed; it is started again after the load, and must rejoin with
@@ -96,6 +96,7 @@ def main() -> None:
         stack.start_web()
         stack.start_consumers("stats", "deliveries")
         stack.start_worker()
+        stack.start_beat()
         stack.wait_consuming()
         wait_for(lambda: not stack.under_replicated(), 120, "replicas never in sync")
         print(f"stack ready in {time.monotonic() - started:.0f} s; {args.orders} orders, {args.customers} customers")

@@ -3,7 +3,7 @@
 Given a Kafka cluster's bootstrap servers, a DATABASE_URL and a Celery broker URL: migrate,
 create the topics (with the replication of `KAFKA_REPLICATION_FACTOR`), seed the demo menu,
 then two daphne web processes in production settings on free ports, two copies of each
-consumer service asked for, and the Celery worker with beat (the outbox relay every second).
+consumer service asked for, the Celery worker and beat (the outbox relay every second).
 Processes can be killed with kill -9 (their whole process group) and started again.
 
 What the tests read back: the projections' totals (through the apps' own selectors, in a
@@ -153,6 +153,7 @@ class Stack(Services):
         self.consumers: dict[str, list[subprocess.Popen]] = {}
         self.web: list[subprocess.Popen] = []
         self.worker: subprocess.Popen | None = None
+        self.beat: subprocess.Popen | None = None
         super().__init__(self.home, bootstrap_servers, self.database_url, {**production, **(env or {})})
 
     # -- start and stop -------------------------------------------------------------------
@@ -190,12 +191,18 @@ class Stack(Services):
             argv = [self.python, "manage.py", COMMANDS[service]]
             self.consumers.setdefault(service, []).extend(self.spawn(service, argv) for _ in range(copies))
 
-    def start_worker(self, concurrency: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
-        """The Celery worker with beat in it (the outbox relay, the notifications' sweep)."""
-        schedule = self.home / "celerybeat-schedule"
-        argv = [self.python, "-m", "celery", "-A", "foodsite", "worker", "--beat", "--schedule", str(schedule)]
-        self.worker = self.spawn("worker", [*argv, "--concurrency", str(concurrency), "-l", "INFO"], env)
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The Celery worker, as the Procfile runs it (a pool of 2 threads)."""
+        argv = [self.python, "-m", "celery", "-A", "foodsite", "worker", "--pool", "threads", "--concurrency", "2"]
+        self.worker = self.spawn("worker", [*argv, "-l", "INFO"], env)
         return self.worker
+
+    def start_beat(self, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Celery beat, once: the outbox relay every second, the notifications' sweep."""
+        schedule = self.home / "celerybeat-schedule"
+        argv = [self.python, "-m", "celery", "-A", "foodsite", "beat", "-l", "INFO", "--schedule", str(schedule)]
+        self.beat = self.spawn("beat", argv, env)
+        return self.beat
 
     def kill(self, process: subprocess.Popen) -> None:
         """kill -9 the process and its children (Celery's pool): no goodbye to anyone."""
@@ -212,6 +219,8 @@ class Stack(Services):
                 copies[copies.index(process)] = replacement
         if process is self.worker:
             self.worker = replacement
+        if process is self.beat:
+            self.beat = replacement
         return replacement
 
     def log(self, process: subprocess.Popen) -> str:

@@ -1,6 +1,6 @@
 """Failover, proven through the web on the production shape: three KRaft brokers (3 replicas,
 min.insync.replicas=2, acks=all), PostgreSQL, Celery on Redis, two daphne web processes, two
-copies of each consumer service, the worker with beat running the outbox relay every second.
+copies of each consumer service, the Celery worker, and beat running the outbox relay every second.
 
 Customers place and pay orders over HTTP (tests/load.py) while brokers, consumers and the
 worker are killed or restarted. What each test checks is what a user would: every order the
@@ -71,6 +71,7 @@ def stack(
         stack.start_web()
         stack.start_consumers(*SERVICES)
         stack.start_worker()
+        stack.start_beat()
         stack.wait_consuming()
         wait_for(lambda: not stack.under_replicated(), 60, "the topics' replicas never all in sync")
         record("stack", f"ready in {time.monotonic() - started:.0f} s: {', '.join(stack.urls)}")
@@ -154,7 +155,9 @@ def test_each_notification_is_emailed_once_even_when_the_worker_is_killed_while_
         "NOTIFICATIONS_SWEEP_EVERY_S": "1",
     }
     stack.kill(stack.worker)
-    worker = stack.start_worker(concurrency=2, env=slow_mail)
+    stack.kill(stack.beat)  # the sweep's settings change too
+    worker = stack.start_worker(env=slow_mail)
+    stack.start_beat(env=slow_mail)
     stack.start_consumers("notifications")
     stack.wait_consuming()
     sending = stack.home / "emails-sending"
@@ -168,7 +171,7 @@ def test_each_notification_is_emailed_once_even_when_the_worker_is_killed_while_
             return any(time.time() - m.stat().st_mtime < 0.15 for m in sending.glob("*") if m.exists())
 
         wait_for(a_send_just_started, 30, "no email being sent to kill the worker on", every=0.02)
-        stack.kill(worker)  # kill -9 the worker and its pool, emails half sent
+        stack.kill(worker)  # kill -9, emails half sent
         killed = time.monotonic()
         cut_short = [m.read_text() for m in sending.glob("*")]
         for marker in sending.glob("*"):
@@ -198,7 +201,9 @@ def test_each_notification_is_emailed_once_even_when_the_worker_is_killed_while_
         for consumer in stack.consumers.pop("notifications", []):
             stack.kill(consumer)
         stack.kill(stack.worker)
+        stack.kill(stack.beat)
         stack.start_worker()
+        stack.start_beat()
 
 
 # -- 1. The broker leading most partitions killed under load ------------------------------------
