@@ -106,7 +106,9 @@ def main() -> None:
         processes.update({node.process.pid: "kafka" for node in cluster.nodes})
         cpu_before = {pid: cpu_seconds(pid) for pid in processes}
         client_before = os.times()
-        kill = kill_the_leader_under_load(stack, cluster, args.orders, args.customers)
+        kill = kill_the_leader_under_load(
+            stack, cluster, args.orders, args.customers, progress=lambda load: print(load.progress(), flush=True)
+        )
         result = kill.result
         caught_up = wait_for(lambda: stack.caught_up("stats", "deliveries"), 600, "consumers never caught up")
         client = os.times()

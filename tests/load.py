@@ -101,9 +101,21 @@ class OrderLoad:
         self.result.seconds = time.monotonic() - self.result.started
         return self.result
 
+    def done(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the load to end; whether it has."""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(worker.is_alive() for worker in self._workers)
+
     def progress(self) -> str:
         with self._lock:
-            return f"{len(self.result.paid)} paid, {len(self.result.failures)} failed"
+            result = self.result
+            return (
+                f"{len(result.paid)} paid in {time.monotonic() - result.started:.0f} s, slowest "
+                f"{result.slowest * 1000:.0f} ms, {len(result.over)} over {self.slow_after:g} s, "
+                f"{len(result.failures)} failed"
+            )
 
     @property
     def paid_count(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from foodsite.localcluster import LocalCluster
@@ -31,16 +32,23 @@ class LeaderKill:
         )
 
 
-def kill_the_leader_under_load(stack: Stack, cluster: LocalCluster, orders: int, customers: int) -> LeaderKill:
+def kill_the_leader_under_load(
+    stack: Stack,
+    cluster: LocalCluster,
+    orders: int,
+    customers: int,
+    progress: Callable[[OrderLoad], None] | None = None,
+) -> LeaderKill:
     """kill -9 the broker leading most partitions of orders and payments once a fifth of the
     orders are paid; the load goes on against the two others; the broker is started again
     after the load (on one machine its JVM's start-up would take the web processes' CPU, which
-    a broker on its own machine does not) and the ISR must come back to 3 everywhere."""
+    a broker on its own machine does not) and the ISR must come back to 3 everywhere.
+    `progress` is called every 30 s while the load runs."""
     leaders = stack.leaders("orders", "payments")
     victim, led = leaders.most_common(1)[0]
     load = OrderLoad(stack.urls, orders=orders, threads=customers).start()
     try:
-        wait_for(lambda: load.paid_count >= orders // 5, 300, "the load never got going")
+        wait_for(lambda: load.paid_count >= orders // 5, max(300, orders / 10), "the load is too slow")
         paid_before_kill = load.paid_count
         cluster.kill(victim)
         killed, killed_at = time.monotonic(), time.strftime("%H:%M:%S", time.gmtime())
@@ -50,6 +58,8 @@ def kill_the_leader_under_load(stack: Stack, cluster: LocalCluster, orders: int,
             return victim not in now and -1 not in now
 
         elected = wait_for(moved, 60, f"broker {victim}'s partitions never got a new leader", every=0.2)
+        while progress is not None and not load.done(timeout=30):
+            progress(load)
         result = load.wait(timeout=max(600, orders / 5))
     finally:
         load.stop()

@@ -16,6 +16,7 @@ after the other tests they would have thousands of orders to read first.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -93,16 +94,28 @@ def cluster_left_whole(kafka_cluster: LocalCluster, stack: Stack) -> Iterator[No
 
 
 def record(test: str, *lines: str) -> None:
-    """Print the figures (pytest -s) and keep them in test-artifacts/failover.txt."""
-    text = "".join(f"[{test}] {line}\n" for line in lines)
+    """Print the figures (pytest -s) and keep them in test-artifacts/failover.txt, with how busy
+    the machine was (timings on a shared 2-core machine mean little without it)."""
+    text = "".join(f"[{test}] {line}\n" for line in (*lines, machine_load()))
     print("\n" + text, end="")
     with FIGURES.open("a") as figures:
         figures.write(text)
 
 
+def machine_load() -> str:
+    """The load average and the share of the last minute some task waited for a CPU (Linux PSI)."""
+    one, five, _ = os.getloadavg()
+    try:
+        waiting = Path("/proc/pressure/cpu").read_text().split()[2].removeprefix("avg60=") + "%"
+    except (OSError, IndexError):
+        waiting = "unknown"
+    return f"machine: load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs, CPU pressure {waiting}"
+
+
 def load_figures(result: LoadResult) -> str:
-    over = ", ".join(f"{time.strftime('%H:%M:%S', time.gmtime(at))} {s * 1000:.0f} ms" for at, s in result.over[:5])
-    return result.summary() + (f"; slow requests: {over}" if over else "")
+    slowest = sorted(result.over, key=lambda over: -over[1])[:5]
+    over = ", ".join(f"{time.strftime('%H:%M:%S', time.gmtime(at))} {s * 1000:.0f} ms" for at, s in slowest)
+    return result.summary() + (f"; the slowest: {over}" if over else "")
 
 
 def assert_exact(stack: Stack, test: str, *, paid_by_customers: set[str]) -> Tally:
