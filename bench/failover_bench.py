@@ -40,7 +40,7 @@ from foodsite.localkafka import free_port  # noqa: E402
 from foodsite.localpostgres import LocalPostgres  # noqa: E402
 from foodsite.localredis import LocalRedis  # noqa: E402
 from tests.scenarios import kill_the_leader_under_load  # noqa: E402
-from tests.stack import Stack, wait_for  # noqa: E402
+from tests.stack import Stack, machine_load, wait_for  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -131,6 +131,7 @@ def main() -> None:
             f"failed requests {len(result.failures)}, requests over 0.5 s {len(result.over)}, "
             f"lost = {tally.lost}, doubled = {tally.doubled}"
         )
+        print(machine_load())
         if result.failures:
             print("first failures:", *result.failures[:10], sep="\n  ")
     finally:

@@ -108,6 +108,16 @@ class Tally:
         )
 
 
+def machine_load() -> str:
+    """The load average and the share of the last minute some task waited for a CPU (Linux PSI)."""
+    one, five, _ = os.getloadavg()
+    try:
+        waiting = Path("/proc/pressure/cpu").read_text().split()[2].removeprefix("avg60=") + "%"
+    except (OSError, IndexError):
+        waiting = "unknown"
+    return f"machine: load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs, CPU pressure {waiting}"
+
+
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.5) -> float:
     """Poll until `check()` is true; returns the seconds it took. Always bounded."""
     started = time.monotonic()

@@ -16,7 +16,6 @@ after the other tests they would have thousands of orders to read first.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -32,7 +31,7 @@ from foodsite.localpostgres import LocalPostgres
 from foodsite.localredis import LocalRedis
 from tests.load import LoadResult, OrderLoad
 from tests.scenarios import kill_the_leader_under_load
-from tests.stack import Stack, Tally, wait_for
+from tests.stack import Stack, Tally, machine_load, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -100,16 +99,6 @@ def record(test: str, *lines: str) -> None:
     print("\n" + text, end="")
     with FIGURES.open("a") as figures:
         figures.write(text)
-
-
-def machine_load() -> str:
-    """The load average and the share of the last minute some task waited for a CPU (Linux PSI)."""
-    one, five, _ = os.getloadavg()
-    try:
-        waiting = Path("/proc/pressure/cpu").read_text().split()[2].removeprefix("avg60=") + "%"
-    except (OSError, IndexError):
-        waiting = "unknown"
-    return f"machine: load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs, CPU pressure {waiting}"
 
 
 def load_figures(result: LoadResult) -> str:
