@@ -240,7 +240,7 @@ def test_with_two_brokers_down_orders_wait_in_the_outbox_and_all_arrive_once_one
     acknowledgement and give up after their delivery timeout; the events stay in the outbox."""
     test = "2 two brokers down"
     survivor, *down = [node.node_id for node in kafka_cluster.nodes]
-    copies_before = stack.second_copies()
+    copies_before, unsent_before = stack.second_copies(), stack.outbox_unsent()
     for node_id in down:
         kafka_cluster.kill(node_id)
     killed = time.monotonic()
@@ -248,7 +248,7 @@ def test_with_two_brokers_down_orders_wait_in_the_outbox_and_all_arrive_once_one
     result = load.wait(timeout=120)
     # Past the producers' delivery timeout, an acknowledged event would have been marked sent.
     time.sleep(max(0.0, PRODUCER_DELIVERY_TIMEOUT + 2 - (time.monotonic() - killed)))
-    unsent_while_down = stack.outbox_unsent()
+    unsent_while_down = stack.outbox_unsent() - unsent_before
     checked = time.monotonic() - killed
     survivor_view = sorted(
         f"{name.removeprefix(stack.prefix)}[{p}] leader {leader} isr {isrs}"
