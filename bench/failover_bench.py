@@ -77,12 +77,13 @@ def main() -> None:
     postgres = LocalPostgres(postgres_home, port=free_port(), durable=True)
     redis = LocalRedis(home / "redis", port=free_port())
     stack = None
+    finished = False
     try:
         started = time.monotonic()
         cluster.start()
         postgres.start()
         redis.start()
-        cluster.wait_ready(timeout=180)
+        cluster.wait_ready(timeout=300)
         postgres.wait_ready(timeout=120)
         redis.wait_ready(timeout=60)
         stack = Stack(
@@ -134,14 +135,18 @@ def main() -> None:
         print(machine_load())
         if result.failures:
             print("first failures:", *result.failures[:10], sep="\n  ")
+        finished = True
     finally:
         if stack is not None:
             stack.close()
         redis.stop()
         postgres.stop()
         cluster.stop()
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(postgres_home, ignore_errors=True)
+        if finished:
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(postgres_home, ignore_errors=True)
+        else:
+            print(f"logs kept in {home} (processes: stack/logs, brokers: cluster/node-*/kafka.log)")
 
 
 if __name__ == "__main__":
