@@ -25,6 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -78,9 +79,9 @@ class Tally:
 
     placed: int
     paid: int
-    paid_revenue: str
+    paid_revenue: Decimal
     stats_orders: int
-    stats_revenue: str
+    stats_revenue: Decimal
     deliveries: int
     deliveries_missing: int  # paid orders without a paid delivery
     deliveries_unknown: int  # paid deliveries of no paid order
@@ -259,9 +260,9 @@ class Stack(Services):
         return Tally(
             placed=results["placed"],
             paid=results["paid"],
-            paid_revenue=results["paid_revenue"],
+            paid_revenue=Decimal(results["paid_revenue"]),
             stats_orders=results["stats_orders"],
-            stats_revenue=results["stats_revenue"],
+            stats_revenue=Decimal(results["stats_revenue"]),
             deliveries=results["deliveries"],
             deliveries_missing=results["deliveries_paid_missing"],
             deliveries_unknown=results["deliveries_paid_unknown"],
