@@ -4,8 +4,13 @@ import os
 
 from celery import Celery
 
+from foodsite import tracing
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
 
 app = Celery("foodsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["foodsite", "notifications"])
+
+# Tasks carry the trace of whatever queued them (foodsite.tracing).
+tracing.propagate_through_celery()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,6 +172,11 @@ def main() -> int:
         # Procfile commands (daphne, python) resolve to this virtualenv's.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    # Every process writes its metrics here, web's /metrics adds them up (foodsite.metrics):
+    # emptied, or the last run's counters would be added in.
+    metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(state / "metrics")))
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     stopping = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -222,7 +228,7 @@ def main() -> int:
         out.line("launcher", f"Kafka at {env['KAFKA_BOOTSTRAP_SERVERS']}")
 
         for name, args in SETUP_STEPS:
-            step = spawn([sys.executable, *args], env)
+            step = spawn([sys.executable, *args], {**env, "FOODSITE_PROCESS": name})
             out.follow(name, step).join()
             if step.wait() != 0:
                 out.line("launcher", f"{name} failed (exit {step.returncode}); stopping")
@@ -231,12 +237,12 @@ def main() -> int:
         entries = read_procfile(BASE_DIR / "Procfile")
         if clustered:
             for name, command, own_env in cluster_processes(entries, int(port)):
-                processes[name] = spawn(command, {**env, **own_env})
+                processes[name] = spawn(command, {**env, **own_env, "FOODSITE_PROCESS": name})
                 out.follow(name, processes[name])
             web_ports = [int(port) + copy for copy in range(COPIES)]
         else:
             for name, command in entries:
-                processes[name] = spawn(command, env)
+                processes[name] = spawn(command, {**env, "FOODSITE_PROCESS": name})  # its name in the logs
                 out.follow(name, processes[name])
             web_ports = [int(port)]
         for web_port in web_ports:

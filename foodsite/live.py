@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
 from django.conf import settings
 
+from foodsite import tracing
 from foodsite.kafka.client_log import client_log_config
 from foodsite.kafka.topics import LIVE_UPDATES, topic_name
 
@@ -47,14 +48,16 @@ def order_stream(order_id: str) -> str:
     return f"order.{order_id}"
 
 
-def announce(producer: Producer, streams: set[str]) -> None:
+def announce(producer: Producer, streams: set[str], traceparent: str = "") -> None:
     """Tell every web process that these streams changed. Best effort: a lost notice only
-    delays a page until the next one, so it never holds up or fails a consumer's batch."""
+    delays a page until the next one, so it never holds up or fails a consumer's batch.
+    `traceparent`: the request that caused the change, if one did (foodsite.tracing)."""
     topic = topic_name(LIVE_UPDATES)
     at = str(time.time()).encode()
+    headers = [(tracing.HEADER, traceparent.encode())] if traceparent else None
     for stream in streams:
         try:
-            producer.produce(topic, key=stream.encode(), value=at)
+            producer.produce(topic, key=stream.encode(), value=at, headers=headers)
         except (BufferError, KafkaException) as exc:
             log.warning("live notice for %s not sent: %s", stream, exc)
     producer.poll(0)
@@ -101,6 +104,10 @@ class LiveBridge:
                 # A short wait: consume() may hold a partial batch for its whole timeout.
                 messages = consumer.consume(100, 0.05)
                 streams = {m.key().decode() for m in messages if m.error() is None and m.key()}
+                if log.isEnabledFor(logging.DEBUG):
+                    for m in messages:
+                        trace_id = tracing.trace_id_of(tracing.header_of(m.headers()))
+                        log.debug("live notice for %s", m.key(), extra={"trace_id": trace_id})
                 for stream in streams:
                     message = {"type": STREAM_CHANGED, "stream": stream}
                     asyncio.run_coroutine_threadsafe(self._layer.group_send(stream, message), self._loop)

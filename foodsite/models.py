@@ -36,6 +36,9 @@ class OutboxEvent(models.Model):
     # How `value` is encoded (the message's content-type header): the format is chosen when
     # the event is stored, and rows stored before Avro existed are JSON.
     content_type = models.CharField(max_length=100, default="application/json")
+    # The W3C traceparent of the request that caused the event (foodsite.tracing), sent as a
+    # Kafka header by whoever sends the row: the request's producer or, later, the relay.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(null=True, db_index=True)
 

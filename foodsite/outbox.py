@@ -26,6 +26,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from foodsite import tracing
 from foodsite.events import Event, encode
 from foodsite.kafka.producer import get_publisher
 from foodsite.models import OutboxEvent
@@ -54,7 +55,9 @@ def enqueue(event: Event) -> None:
         event_type=event.type,
         value=value,
         content_type=content_type,
+        traceparent=tracing.current_traceparent(),
     )
+    log.info("stored %s for %s (event %s)", event.type, event.key, event.id)
     transaction.on_commit(lambda: send([row]))
 
 
@@ -70,6 +73,7 @@ def send(rows: Iterable[OutboxEvent]) -> None:
                 row.event_type,
                 _on_delivery(str(row.id)),
                 content_type=row.content_type,
+                traceparent=row.traceparent,
             )
         except BufferError:
             # The producer's queue is full (a long outage): the row stays unsent for the
@@ -125,6 +129,10 @@ def _warn_undelivered() -> None:
         log.warning("%d event(s) not delivered to Kafka yet (%s); the outbox relay will send them", count, reason)
 
 
+def _trace_of(row: OutboxEvent) -> dict:
+    return {"trace_id": tracing.trace_id_of(row.traceparent)}
+
+
 def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30) -> int:
     """Send the events still unsent after `older_than` (oldest first, so per key in order)
     and wait for Kafka's acknowledgements. Returns how many were sent."""
@@ -135,6 +143,8 @@ def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30)
     )
     if not rows:
         return 0
+    for row in rows:  # one line per event, with its order's trace id: `grep` follows it here too
+        log.info("relaying %s for %s (event %s)", row.event_type, row.key, row.id, extra=_trace_of(row))
     send(rows)
     undelivered = get_publisher().flush(timeout)
     mark_delivered()

@@ -51,9 +51,13 @@ INSTALLED_APPS = [
     "stats",
     "notifications",
     "recommendations",
+    "deadletters",
 ]
 
 MIDDLEWARE = [
+    # First: every log line of the request carries its trace id; the histogram times it all.
+    "foodsite.tracing.TraceMiddleware",
+    "foodsite.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "foodsite.static_files.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -168,6 +172,14 @@ KAFKA_PRODUCER = {
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
 
+# Dead-letter limit (foodsite.kafka.runner.DeadLetterLimit): a consumer stops, instead of
+# dead-lettering on, when more than this share of a window of this many events failed: that
+# is a broken deploy or producer, not a bad event. DLQ_MAX_SHARE=1 turns it off.
+DLQ_MAX_SHARE = float(os.environ.get("DLQ_MAX_SHARE", "0.5"))
+DLQ_WINDOW = int(os.environ.get("DLQ_WINDOW", "100"))
+if not (0 < DLQ_MAX_SHARE <= 1 and DLQ_WINDOW >= 1):
+    raise ImproperlyConfigured("DLQ_MAX_SHARE must be in (0, 1] and DLQ_WINDOW at least 1.")
+
 # How this deployment's producers encode events: "json" or "avro" (schemas in
 # foodsite/schemas/). Consumers read both whatever this says: the content-type header tells.
 EVENT_FORMAT = os.environ.get("EVENT_FORMAT", "json").strip().lower()
@@ -224,11 +236,38 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Foodsite <orders@food
 # "Popular now" on the menu: units ordered per dish in this many last minutes.
 RECOMMENDATIONS_POPULAR_WINDOW_MIN = int(os.environ.get("RECOMMENDATIONS_POPULAR_WINDOW_MIN", "60"))
 
+# --- Metrics (foodsite/metrics.py, GET /metrics) ---------------------------------------
+# Every process writes its metrics to files here (prometheus-client's multiprocess mode); the
+# web process's /metrics adds them up. The launcher empties it at start.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", LOCAL_STATE_DIR / "metrics"))
+# Who may read /metrics: a request with `Authorization: Bearer <METRICS_TOKEN>`, or one from
+# these networks. Never public by default: loopback only locally, nobody in production
+# until a token or networks are set.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if DEBUG else "")
+
+# --- Logs ------------------------------------------------------------------------------
+# Plain lines for people (ending with " trace=<id>" when they are about one request or
+# event), or LOG_FORMAT=json: one JSON object per line for log shippers.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"trace": {"()": "foodsite.tracing.TraceLogFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s%(trace)s"},
+        "json": {"()": "foodsite.tracing.JsonLogFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["trace"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "foodsite.outbox": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "foodsite.outbox": {"level": "INFO"},
+        # The worker runs with --loglevel WARNING (Celery's own chatter); a notification's line stays.
+        "notifications": {"level": "INFO"},
+        # One line per event a consumer applied (with its trace id): LOG_EVENTS_LEVEL=WARNING silences it.
+        "foodsite.kafka.events": {"level": os.environ.get("LOG_EVENTS_LEVEL", "INFO")},
+    },
 }

@@ -12,6 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from deliveries.permissions import is_courier
 from foodsite.live import courier_stream, ensure_bridge, order_stream, stats_stream
+from foodsite.metrics import WEBSOCKETS_OPEN
 from orders.selectors import orders_in_cookie
 
 
@@ -26,10 +27,16 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
         ensure_bridge()
         await self.channel_layer.group_add(self.stream, self.channel_name)
         await self.accept()
+        WEBSOCKETS_OPEN.labels(self.page()).inc()
 
     async def disconnect(self, code: int) -> None:
         if self.stream is not None:
             await self.channel_layer.group_discard(self.stream, self.channel_name)
+            WEBSOCKETS_OPEN.labels(self.page()).dec()
+
+    @classmethod
+    def page(cls) -> str:
+        return cls.__name__.removesuffix("Socket").lower()  # courier, stats, order
 
     async def stream_changed(self, message: dict) -> None:
         await self.send_json({"stream": message["stream"]})

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from deliveries import views as deliveries_views
 from foodsite import views as site_views
+from foodsite.metrics import metrics_view
 from orders import views as orders_views
 from stats import views as stats_views
 
@@ -14,9 +15,11 @@ urlpatterns = [
     path("courier/", deliveries_views.courier, name="courier"),
     path("courier/<uuid:order_id>/<slug:step>/", deliveries_views.courier_step, name="courier-step"),
     path("stats/", stats_views.dashboard, name="stats"),
+    path("stats/dead-letters/", include("deadletters.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("home/", site_views.home, name="home"),
     path("healthz", site_views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
 ]

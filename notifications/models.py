@@ -30,6 +30,8 @@ class Notification(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     sent_to = models.EmailField(blank=True)
+    # The trace of the request behind the event (foodsite.tracing): the sending task logs under it.
+    traceparent = models.CharField(max_length=55, blank=True, default="")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["order_id", "kind"], name="one_notification_per_order_kind")]

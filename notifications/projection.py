@@ -36,7 +36,7 @@ class NotificationProjection(Projection):
 
     def apply(self, events: list[ConsumedEvent]) -> None:
         recipients: dict[UUID, Recipient] = {}
-        notifications: dict[tuple[UUID, str], datetime] = {}
+        notifications: dict[tuple[UUID, str], tuple[datetime, str]] = {}
         for consumed in events:
             payload = consumed.payload
             order_id = UUID(payload.order_id)
@@ -47,7 +47,9 @@ class NotificationProjection(Projection):
                     email=payload.email or "",
                     total=payload.total,
                 )
-            notifications.setdefault((order_id, KINDS[type(payload)]), consumed.event.occurred_at)
+            notifications.setdefault(
+                (order_id, KINDS[type(payload)]), (consumed.event.occurred_at, consumed.traceparent)
+            )
         Recipient.objects.bulk_create(
             recipients.values(),
             update_conflicts=True,
@@ -56,7 +58,10 @@ class NotificationProjection(Projection):
         )
         # A duplicate or replayed event meets the unique (order, kind) and adds nothing.
         Notification.objects.bulk_create(
-            (Notification(order_id=o, kind=k, occurred_at=at) for (o, k), at in notifications.items()),
+            (
+                Notification(order_id=o, kind=k, occurred_at=at, traceparent=trace)
+                for (o, k), (at, trace) in notifications.items()
+            ),
             ignore_conflicts=True,
         )
         # New rows, and rows that waited for their order's address: sent after the commit.

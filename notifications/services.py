@@ -117,7 +117,7 @@ def unsent(older_than: timedelta, limit: int = 500) -> list[int]:
 
 def _show_on_order_page(notification: Notification) -> None:
     # The worker changed what the order page lists: tell its open pages (foodsite.live).
-    announce(get_publisher().producer, {order_stream(str(notification.order_id))})
+    announce(get_publisher().producer, {order_stream(str(notification.order_id))}, notification.traceparent)
 
 
 def _message(notification: Notification, recipient: Recipient) -> EmailMessage:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
 
+from foodsite import tracing
 from notifications import services
+from notifications.models import Notification
+
+log = logging.getLogger(__name__)
 
 # 1, 2, 4 ... 256 s between attempts (with jitter): about 8 minutes of an SMTP server being
 # down. After that the beat sweep keeps trying, every NOTIFICATIONS_SWEEP_EVERY_S.
@@ -21,7 +26,9 @@ MAX_RETRIES = 9
     max_retries=MAX_RETRIES,
 )
 def send_notification(notification_id: int) -> str:
-    return services.send(notification_id)
+    outcome = services.send(notification_id)
+    log.info("notification %d: %s", notification_id, outcome)  # under its order's trace id
+    return outcome
 
 
 @shared_task(name="notifications.tasks.send_batch")
@@ -29,8 +36,10 @@ def send_batch(notification_ids: list[int]) -> int:
     """One task per notification, each retried on its own. The consumer queues one of these
     per batch: queueing a message costs ~3 ms on the local transport, and a batch of 1000
     orders would otherwise hold the consumer for seconds after its commit."""
+    traces = dict(Notification.objects.filter(pk__in=notification_ids).values_list("pk", "traceparent"))
     for notification_id in notification_ids:
-        send_notification.delay(notification_id)
+        with tracing.use(traces.get(notification_id)):  # the task's headers carry its order's trace
+            send_notification.delay(notification_id)
     return len(notification_ids)
 
 

@@ -94,6 +94,11 @@ class GroupPartition:
         return self.end - (self.low if self.committed is None else self.committed)
 
     @property
+    def stored_lag(self) -> int:
+        """Lag from the runner's real position, the one in the database (/metrics)."""
+        return self.end - self.stored if self.stored is not None else self.lag
+
+    @property
     def done_percent(self) -> float:
         return 100.0 if not self.end else 100.0 * (self.committed or 0) / self.end
 

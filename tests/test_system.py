@@ -100,7 +100,7 @@ def not_reloaded(page: Page) -> bool:
 def test_the_launcher_prints_the_demo_credentials_and_every_process(stack):
     assert "demo users: courier / foodsite-demo   staff / foodsite-demo" in stack.output()
     deadline = time.monotonic() + 30  # the consumers may log their first line just after "ready"
-    processes = ("web", "deliveries", "stats", "notifications", "recommendations", "worker", "beat")
+    processes = ("web", "deliveries", "stats", "notifications", "recommendations", "deadletters", "worker", "beat")
     for name in ("kafka", "migrate", "init-kafka", "seed", *processes):
         while not re.search(rf"^\S+ {re.escape(name)}\s*\|", stack.output(), re.MULTILINE):
             assert time.monotonic() < deadline, f"no log line from {name}"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from foodsite.kafka.runner import ConsumerRunner, Projection, RunStats
+from foodsite.kafka.runner import ConsumerRunner, DeadLetterLimitExceeded, Projection, RunStats
 from foodsite.kafka.topics import admin_client
 
 
@@ -31,11 +32,16 @@ class ConsumerCommand(BaseCommand):
     def handle(self, *args: object, batch_size: int, until_caught_up: bool, replay: bool, **options: object) -> None:
         runner = ConsumerRunner(self.projection_class(), batch_size=batch_size)
         if replay:
+            # A progress bar, not a line per event re-read.
+            logging.getLogger("foodsite.kafka.events").setLevel(logging.WARNING)
             self._refuse_if_group_running(runner.group)
             runner.reset()
             runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))
         runner.install_signal_handlers()
-        stats = runner.run(until_caught_up=until_caught_up or replay)
+        try:
+            stats = runner.run(until_caught_up=until_caught_up or replay)
+        except DeadLetterLimitExceeded as exc:  # logged by the runner; exit non-zero
+            raise CommandError(f"{runner.group} stopped: {exc}") from exc
         if replay:
             self.stderr.write("")  # ends the progress bar's line
         self.stdout.write(

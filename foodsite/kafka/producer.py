@@ -14,9 +14,11 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, Message, Producer
 from django.conf import settings
 
+from foodsite import tracing
 from foodsite.events import CONTENT_TYPE_JSON, Event, encode
 from foodsite.kafka.client_log import client_log_config
-from foodsite.kafka.topics import topic_name
+from foodsite.kafka.topics import logical_name, topic_name
+from foodsite.metrics import PRODUCER_DELIVERY_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,15 @@ class EventPublisher:
         """Queue an event on its topic, keyed by its order id, encoded in the deployment's
         EVENT_FORMAT. Does not wait for the broker."""
         value, content_type = encode(event, settings.EVENT_FORMAT)
-        self.publish_encoded(event.payload.TOPIC, event.key, value, event.type, on_delivery, content_type=content_type)
+        self.publish_encoded(
+            event.payload.TOPIC,
+            event.key,
+            value,
+            event.type,
+            on_delivery,
+            content_type=content_type,
+            traceparent=tracing.current_traceparent(),
+        )
 
     def publish_encoded(
         self,
@@ -63,14 +73,19 @@ class EventPublisher:
         on_delivery: DeliveryCallback | None = None,
         *,
         content_type: str = CONTENT_TYPE_JSON,
+        traceparent: str = "",
     ) -> None:
-        """Queue an already encoded event (the outbox keeps events encoded, with their content type)."""
+        """Queue an already encoded event (the outbox keeps events encoded, with their content
+        type and the trace of the request that caused them)."""
+        headers = [("content-type", content_type), ("event-type", event_type)]
+        if traceparent:
+            headers.append((tracing.HEADER, traceparent))
         self._producer.produce(
             topic_name(topic),
             key=key.encode(),
             value=value,
-            headers=[("content-type", content_type), ("event-type", event_type)],
-            on_delivery=on_delivery or _log_delivery,
+            headers=headers,
+            on_delivery=_counting_failures(on_delivery or _log_delivery),
         )
 
     @property
@@ -102,6 +117,17 @@ class EventPublisher:
                     hook()
                 except Exception:
                     log.exception("after-poll hook failed")
+
+
+def _counting_failures(callback: DeliveryCallback) -> DeliveryCallback:
+    """The callback, after counting a failed delivery for /metrics."""
+
+    def report(error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            PRODUCER_DELIVERY_FAILURES.labels(logical_name(message.topic()), error.name()).inc()
+        callback(error, message)
+
+    return report
 
 
 def _log_delivery(error: KafkaError | None, message: Message) -> None:

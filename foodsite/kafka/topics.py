@@ -33,6 +33,12 @@ def dead_letter_topic(logical: str) -> str:
     return f"{logical}.dlq"
 
 
+def redrive_topic(group: str) -> str:
+    """Where staff send a group's dead letters back to: only that group reads it
+    (deadletters.services.redrive)."""
+    return f"{group}.redrive"
+
+
 def group_name(logical: str) -> str:
     return f"{settings.KAFKA_GROUP_PREFIX}{logical}"
 
@@ -63,7 +69,11 @@ class TopicStatus:
 def declared_topics() -> list[TopicSpec]:
     """Every topic, with retention by time and by size set on the topic itself (the seed's
     "mix of both strategies"). orders, payments and delivery-status share the partition
-    count so that one order's events land on the same partition number everywhere."""
+    count so that one order's events land on the same partition number everywhere; so do
+    the groups' re-drive topics, so that a re-driven event goes back to the partition number
+    it came from, hence to the member that owns that partition of the source topics."""
+    from foodsite.kafka.projections import redrivable_groups  # projections import this module
+
     config = {
         "retention.ms": str(settings.KAFKA_RETENTION_MS),
         "retention.bytes": str(settings.KAFKA_RETENTION_BYTES),
@@ -73,7 +83,11 @@ def declared_topics() -> list[TopicSpec]:
         # Never elect a replica that was out of sync: it would silently drop acknowledged events.
         "unclean.leader.election.enable": "false",
     }
-    logical = [*SOURCE_TOPICS, *(dead_letter_topic(t) for t in SOURCE_TOPICS)]
+    logical = [
+        *SOURCE_TOPICS,
+        *(dead_letter_topic(t) for t in SOURCE_TOPICS),
+        *(redrive_topic(group) for group in redrivable_groups()),
+    ]
     specs = [
         TopicSpec(
             name=topic_name(name),

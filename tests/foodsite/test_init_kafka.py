@@ -8,7 +8,19 @@ from django.core.management import call_command
 
 from foodsite.kafka.topics import admin_client, topic_name
 
-EXPECTED = ["orders", "payments", "delivery-status", "orders.dlq", "payments.dlq", "delivery-status.dlq"]
+EXPECTED = [
+    "orders",
+    "payments",
+    "delivery-status",
+    "orders.dlq",
+    "payments.dlq",
+    "delivery-status.dlq",
+    # Each service's own re-drive topic (deadletters.services); the dead-letter recorder has none.
+    "deliveries.redrive",
+    "notifications.redrive",
+    "recommendations.redrive",
+    "stats.redrive",
+]
 
 
 @pytest.fixture

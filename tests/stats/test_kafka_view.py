@@ -104,8 +104,9 @@ def test_a_running_consumer_is_listed_with_its_partitions(kafka, tmp_path: Path)
         assigned = re.findall(r"(orders|payments)\[(\d)\]", member.group(1))
         assert sorted(assigned) == [(t, str(p)) for t in ("orders", "payments") for p in range(kafka.partitions)]
         rows = group_rows(page, "stats")
-        assert {row["topic"] for row in rows} == {"orders", "payments"}
-        assert [row["owner"] for row in rows] == [client_id] * 2 * kafka.partitions
+        # The group also reads its own re-drive topic (dead letters sent back to it).
+        assert {row["topic"] for row in rows} == {"orders", "payments", "stats.redrive"}
+        assert [row["owner"] for row in rows] == [client_id] * 3 * kafka.partitions
 
         assert services.stop(consumer) == 0  # SIGTERM: it leaves the group
         assert "No member running." in group_section(stats_page(staff), "stats")

@@ -5,8 +5,9 @@ from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
 
 class Command(BaseCommand):
     help = (
-        "Create the topics that are missing (orders, payments, delivery-status, dead letters, live-updates), "
-        "set their declared settings where they differ; print them all with their replicas."
+        "Create the topics that are missing (orders, payments, delivery-status, dead letters, each group's "
+        "re-drive topic, live-updates), set their declared settings where they differ; print them all with "
+        "their replicas."
     )
 
     def handle(self, *args: object, **options: object) -> None:

@@ -1,0 +1,7 @@
+from deadletters.projection import DeadLetterRecorder
+from foodsite.kafka.command import ConsumerCommand
+
+
+class Command(ConsumerCommand):
+    help = "Record dead letters for the staff page: consumer group `dead-letters` on every <topic>.dlq."
+    projection_class = DeadLetterRecorder
