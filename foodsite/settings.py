@@ -212,6 +212,9 @@ OUTBOX_RELAY_EVERY_S = float(os.environ.get("OUTBOX_RELAY_EVERY_S", "5"))
 # or Celery broker down, retries exhausted) is queued again by beat's sweep, this often.
 NOTIFICATIONS_SEND_AFTER_S = float(os.environ.get("NOTIFICATIONS_SEND_AFTER_S", "60"))
 NOTIFICATIONS_SWEEP_EVERY_S = float(os.environ.get("NOTIFICATIONS_SWEEP_EVERY_S", "30"))
+# A sender's claim on a notification (notifications.services.claim_lease): past it, another
+# sender may take the notification over (the first one's worker died mid-send). Above EMAIL_TIMEOUT.
+NOTIFICATIONS_CLAIM_LEASE_S = float(os.environ.get("NOTIFICATIONS_CLAIM_LEASE_S", "300"))
 # Events older than this when their email would go out are recorded, not emailed: news only.
 NOTIFICATIONS_MAX_AGE_H = float(os.environ.get("NOTIFICATIONS_MAX_AGE_H", "24"))
 CELERY_BEAT_SCHEDULE = {
@@ -229,7 +232,7 @@ EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
-# Below the sending claim's 5-minute lease (notifications.services.CLAIM_LEASE).
+# Below the sending claim's lease (NOTIFICATIONS_CLAIM_LEASE_S, 5 minutes).
 EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "30"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Foodsite <orders@foodsite.localhost>")
 

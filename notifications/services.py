@@ -20,9 +20,13 @@ from notifications.models import Notification, Recipient
 
 log = logging.getLogger(__name__)
 
-# How long a sender may hold a notification before another may take it over (its worker
-# died mid-send). Far above EMAIL_TIMEOUT, so a live sender never loses its claim.
-CLAIM_LEASE = timedelta(minutes=5)
+
+def claim_lease() -> timedelta:
+    """How long a sender may hold a notification before another may take it over (its worker
+    died mid-send): NOTIFICATIONS_CLAIM_LEASE_S, far above EMAIL_TIMEOUT, so a live sender
+    never loses its claim."""
+    return timedelta(seconds=settings.NOTIFICATIONS_CLAIM_LEASE_S)
+
 
 SUBJECTS = {
     Notification.Kind.RECEIVED: "We received your order",
@@ -77,7 +81,7 @@ def send(notification_id: int) -> str:
     token, now = uuid.uuid4(), timezone.now()
     claimed = (
         Notification.objects.filter(pk=notification_id, status=Notification.Status.PENDING)
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE))
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - claim_lease()))
         .update(claim=token, claimed_at=now)
     )
     if not claimed:
@@ -105,7 +109,7 @@ def unsent(older_than: timedelta, limit: int = 500) -> list[int]:
             created_at__lt=now - older_than,
             order_id__in=Recipient.objects.values("order_id"),
         )
-        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - CLAIM_LEASE))
+        .filter(Q(claimed_at__isnull=True) | Q(claimed_at__lt=now - claim_lease()))
         .order_by("created_at")
         .values_list("pk", flat=True)[:limit]
     )

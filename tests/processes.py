@@ -32,7 +32,10 @@ print(json.dumps({
 class Services:
     """Consumer processes sharing one database, as `make run` starts them."""
 
-    def __init__(self, home: Path, bootstrap_servers: str, database_url: str | None = None) -> None:
+    def __init__(
+        self, home: Path, bootstrap_servers: str, database_url: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """`env`: more settings for every process, before the first migrate."""
         self.env = {
             **os.environ,
             "FOODSITE_HOME": str(home),
@@ -47,6 +50,7 @@ class Services:
         self.env.pop("DATABASE_URL", None)
         if database_url:
             self.env["DATABASE_URL"] = database_url
+        self.env.update(env or {})
         self.logs = home / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.python = sys.executable

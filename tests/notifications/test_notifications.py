@@ -145,7 +145,7 @@ def test_two_deliveries_of_the_task_send_one_email_and_a_dead_senders_claim_expi
 
     # ...or that worker died mid-send: after the lease anyone may take it over.
     Notification.objects.filter(pk=notification.pk).update(
-        claimed_at=timezone.now() - services.CLAIM_LEASE - timedelta(seconds=1)
+        claimed_at=timezone.now() - services.claim_lease() - timedelta(seconds=1)
     )
     assert services.send(notification.pk) == "sent"
     assert services.send(notification.pk) == "settled"
