@@ -51,6 +51,7 @@ class LocalCluster:
         libs: Path = DEFAULT_LIBS,
         *,
         heap: str = NODE_HEAP,
+        nice: int = 0,
     ) -> None:
         self.home = Path(home).resolve()
         ports = list(ports) if ports else free_ports(size)
@@ -76,6 +77,7 @@ class LocalCluster:
                 voters=voters,
                 replication_factor=min(3, size),
                 cluster_id=cluster_id,
+                nice=nice,
             )
             for node_id, port in zip(self.node_ids(size), ports, strict=True)
         ]

@@ -79,11 +79,13 @@ class LocalKafka:
         voters: dict[int, int] | None = None,
         replication_factor: int = 1,
         cluster_id: str | None = None,
+        nice: int = 0,
     ) -> None:
         """`voters`: every controller of the quorum, node id -> controller port (default: this
         node alone). `replication_factor`: of the internal topics and the default for new ones;
         min.insync.replicas follows (2 from 2 replicas up). `cluster_id`: shared by every node of
-        a cluster; by default one is made and kept in home/cluster.id."""
+        a cluster; by default one is made and kept in home/cluster.id. `nice`: the JVM's CPU
+        priority (tests run brokers below the web processes they measure)."""
         self.home = Path(home).resolve()
         self.port = port
         # Any free port will do, and it may differ between runs on the same home: the quorum is
@@ -97,6 +99,7 @@ class LocalKafka:
         if self.voters.get(node_id) != self.controller_port:
             raise ValueError(f"node {node_id}'s controller port {self.controller_port} is not its entry in {voters}")
         self.replication_factor = replication_factor
+        self.nice = nice
         self.cluster_id = cluster_id
         self.process: subprocess.Popen | None = None
         self._log: IO[bytes] | None = None
@@ -171,6 +174,7 @@ class LocalKafka:
         if not self.libs.is_dir() or not any(self.libs.glob("kafka_2.13-*.jar")):
             raise FileNotFoundError(f"no Kafka jars in {self.libs}: {FETCH_HINT}")
         return [
+            *(["nice", "-n", str(self.nice)] if self.nice else []),
             self.java,
             f"-Xmx{heap or self.heap}",
             # A short-lived tool (the formatter) starts faster on the quick compiler alone.

@@ -142,7 +142,10 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
 
     A test may kill, stop and restart nodes; it must leave all three running and registered
     (cluster.start_node + cluster.wait_node_ready) for the next one."""
-    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    # Below the web processes in CPU priority: on a real deployment brokers have machines of
+    # their own; here three JVMs share 2 cores with the daphne processes whose answer times the
+    # failover tests bound, and a broker's start-up would otherwise starve them.
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), nice=10)
     cluster.start()
     try:
         cluster.wait_ready(timeout=180)

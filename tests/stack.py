@@ -45,6 +45,8 @@ GROUP_TOPICS = {
     "notifications": ("orders", "payments", "delivery-status"),
 }
 COMMANDS = {"stats": "consume_stats", "deliveries": "consume_deliveries", "notifications": "consume_notifications"}
+# The CPU priority of the services that are not the web (see start_consumers).
+BACKGROUND_NICE = 10
 
 RESULTS = """
 import json
@@ -197,21 +199,25 @@ class Stack(Services):
         return self.urls
 
     def start_consumers(self, *services: str, copies: int = 2) -> None:
-        """`copies` processes of each service (group members sharing its partitions)."""
+        """`copies` processes of each service (group members sharing its partitions), below the
+        web in CPU priority like the brokers (tests/conftest.py kafka_cluster): on 2 cores they
+        would otherwise compete with the answers the tests time."""
         for service in services:
-            argv = [self.python, "manage.py", COMMANDS[service]]
+            argv = ["nice", "-n", str(BACKGROUND_NICE), self.python, "manage.py", COMMANDS[service]]
             self.consumers.setdefault(service, []).extend(self.spawn(service, argv) for _ in range(copies))
 
     def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         """The Celery worker, as the Procfile runs it (a pool of 2 threads)."""
-        argv = [self.python, "-m", "celery", "-A", "foodsite", "worker", "--pool", "threads", "--concurrency", "2"]
+        argv = ["nice", "-n", str(BACKGROUND_NICE), self.python, "-m", "celery", "-A", "foodsite", "worker"]
+        argv += ["--pool", "threads", "--concurrency", "2"]
         self.worker = self.spawn("worker", [*argv, "-l", "INFO"], env)
         return self.worker
 
     def start_beat(self, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Celery beat, once: the outbox relay every second, the notifications' sweep."""
         schedule = self.home / "celerybeat-schedule"
-        argv = [self.python, "-m", "celery", "-A", "foodsite", "beat", "-l", "INFO", "--schedule", str(schedule)]
+        argv = ["nice", "-n", str(BACKGROUND_NICE), self.python, "-m", "celery", "-A", "foodsite", "beat"]
+        argv += ["-l", "INFO", "--schedule", str(schedule)]
         self.beat = self.spawn("beat", argv, env)
         return self.beat
 
