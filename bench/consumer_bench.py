@@ -1,13 +1,18 @@
 """Consumer benchmark: a bare confluent-kafka decode loop vs the stats projection through the
-shared runner into SQLite, on the same broker and the same preloaded events.
+shared runner, on the same broker and the same preloaded events, alternated round by round.
 
-    .venv/bin/python bench/consumer_bench.py [--events 200000] [--batch-size 1000]
+    .venv/bin/python bench/consumer_bench.py [--events 200000] [--batch-size 1000] [--rounds 3]
+        [--database-url postgres://...] [--json results.json]
 
 Starts its own local broker (or uses --bootstrap), preloads N events (half order.placed,
-half payment.succeeded), then runs each consumer in its own process so that its peak RSS is
-its own. Rates count the consume phase only: from the first message received to the last
-event processed (group join and process start-up excluded). The runner's result is checked
-against the ground truth of what was produced (exactly-once), and the script fails if not.
+half payment.succeeded), then runs, round after round, (a) the bare loop, (b) the runner into
+a fresh SQLite file and, with --database-url, (c) the runner into a fresh PostgreSQL
+database on that server: a, b, c, a, b, c, ... so that a slow minute of the shared machine
+hits every variant. Each consumer runs in its own process (its peak RSS is its own) and
+samples its RSS and rate every 5% of the run, which shows whether it grows with the run's
+length. Rates count the consume phase only (first message to last event). Every runner's
+result is checked against the ground truth of what was produced (exactly-once): the script
+exits 1 on a mismatch.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
@@ -33,6 +40,45 @@ def setup_django(home: str) -> None:
     import django
 
     django.setup()
+
+
+def rss_mb() -> float:
+    """The process's resident set now (VmRSS), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Sampler:
+    """RSS and rate every `every` events: a flat line is a consumer that does not grow."""
+
+    def __init__(self, total: int) -> None:
+        self.every = max(total // 20, 1)
+        self.samples: list[dict] = []
+        self.first: float | None = None
+        self._next = self.every
+        self._last = (0, 0.0)
+
+    def start(self, done: int = 0) -> None:
+        """The consume phase starts now, with `done` events already in (the first batch)."""
+        if self.first is None:
+            self.first = time.monotonic()
+            self._last = (done, 0.0)
+            self._next = done + self.every
+
+    def seen(self, done: int) -> None:
+        if done < self._next:
+            return
+        elapsed = time.monotonic() - self.first
+        last_done, last_elapsed = self._last
+        rate = (done - last_done) / max(elapsed - last_elapsed, 1e-6)
+        self.samples.append(
+            {"events": done, "seconds": round(elapsed, 2), "rate": round(rate), "rss_mb": round(rss_mb(), 1)}
+        )
+        self._last = (done, elapsed)
+        self._next = done + self.every
 
 
 def child_bare(total: int, batch_size: int) -> dict:
@@ -52,40 +98,56 @@ def child_bare(total: int, batch_size: int) -> dict:
         }
     )
     consumer.subscribe([topic_name("orders"), topic_name("payments")])
-    seen, first = 0, None
+    sampler = Sampler(total)
+    seen = 0
     while seen < total:
         for message in consumer.consume(batch_size, 0.5):
             if message.error() is None:
-                first = first or time.monotonic()
+                sampler.start()
                 decode(message.value())
                 seen += 1
-    elapsed = time.monotonic() - first
+        if seen:
+            sampler.seen(seen)
+    elapsed = time.monotonic() - sampler.first
     consumer.close()
-    return {"events": seen, "seconds": elapsed}
+    return {"events": seen, "seconds": elapsed, "samples": sampler.samples}
 
 
 def child_runner(total: int, batch_size: int) -> dict:
-    """(b) the stats service: ConsumerRunner + SalesProjection, offsets in the same transaction."""
+    """(b, c) the stats service: ConsumerRunner + SalesProjection, offsets in the same transaction."""
     from django.core.management import call_command
+    from django.db import connection
 
     from foodsite.kafka.runner import ConsumerRunner, RunStats
     from stats.projection import SalesProjection
     from stats.selectors import dish_sales, sales_totals
 
     call_command("migrate", verbosity=0)
-    first: list[float] = []
+    sampler = Sampler(total)
+    batch_sizes: list[int] = []
+    done_before = [0]
 
     def on_batch(stats: RunStats) -> None:
-        if not first:  # the first batch's own time is lost: close enough at 1000/200000
-            first.append(time.monotonic())
+        done = stats.applied + stats.skipped
+        sampler.start(done)  # the first batch's own time is lost: close enough at 1000/200000
+        batch_sizes.append(done - done_before[0])
+        done_before[0] = done
+        sampler.seen(done)
+        if sampler.samples and "queries_logged" not in sampler.samples[-1]:
+            # Django's DEBUG query log: what it holds now, and its SQL text's size.
+            sampler.samples[-1]["queries_logged"] = len(connection.queries_log)
+            sampler.samples[-1]["query_log_mb"] = round(sum(len(q["sql"]) for q in connection.queries_log) / 1e6, 1)
 
     runner = ConsumerRunner(SalesProjection(), batch_size=batch_size, on_batch=on_batch)
     stats = runner.run(until_caught_up=True)
-    elapsed = time.monotonic() - first[0]
+    elapsed = time.monotonic() - sampler.first
     totals = sales_totals()
     return {
         "events": stats.applied + stats.skipped,
         "seconds": elapsed,
+        "samples": sampler.samples,
+        "batches": stats.batches,
+        "full_batches": sum(1 for size in batch_sizes if size >= batch_size),
         "result": {
             "orders": totals.orders,
             "revenue": str(totals.revenue),
@@ -95,9 +157,11 @@ def child_runner(total: int, batch_size: int) -> dict:
     }
 
 
-def run_child(kind: str, env: dict, events: int, batch_size: int) -> dict:
+def run_child(kind: str, env: dict, events: int, batch_size: int, tree: Path = BASE_DIR) -> dict:
+    """One consumer in its own process, with the code of `tree` (this checkout, or a baseline)."""
+    script = tree / "bench" / "consumer_bench.py"
     output = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--events", str(events), "--batch-size", str(batch_size)],
+        [sys.executable, str(script), "--child", kind, "--events", str(events), "--batch-size", str(batch_size)],
         env=env,
         capture_output=True,
         text=True,
@@ -108,11 +172,180 @@ def run_child(kind: str, env: dict, events: int, batch_size: int) -> dict:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+def fresh_postgres_database(url: str, name: str) -> str:
+    """Create database `name` on the server of `url`; the URL of the new database."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    conninfo = urlunsplit(parts._replace(scheme="postgresql"))
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+# Variants: the runner in production settings (DEBUG off, as the web bench runs), and in
+# make run's default (DEBUG on: Django logs every query).
+VARIANTS = ("bare", "sqlite", "sqlite-debug", "postgres")
+
+
+def bench(
+    events: int,
+    batch_size: int,
+    rounds: int,
+    bootstrap: str | None = None,
+    database_url: str | None = None,
+    variants: tuple[str, ...] = ("bare", "sqlite"),
+    baseline: Path | None = None,
+) -> dict:
+    """Run the benchmark; its figures as a dict (printed by main, collected by `make bench`)."""
+    from foodsite.localkafka import LocalKafka, free_port
+
+    work = tempfile.mkdtemp(prefix="foodsite-bench-")
+    broker = None
+    if bootstrap is None:
+        broker = LocalKafka(Path(work) / "kafka", port=free_port())
+        broker.start()
+        broker.wait_ready()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}-"
+    env = {
+        **os.environ,
+        "FOODSITE_HOME": work,
+        "KAFKA_TOPIC_PREFIX": prefix,
+        "KAFKA_GROUP_PREFIX": prefix,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap or broker.bootstrap_servers,
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("DATABASE_URL", None)
+    os.environ.update(env)
+    variants = [v for v in variants if v != "postgres" or database_url]
+    if baseline is not None:  # the same runner variants with the baseline's code, alternated
+        variants += [f"{v}@baseline" for v in variants if v != "bare"]
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    try:
+        setup_django(work)
+        from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
+        from tests.streams import OrderStream
+
+        ensure_topics(admin_client(), declared_topics())
+        started = time.monotonic()
+        stream = OrderStream(env["KAFKA_BOOTSTRAP_SERVERS"], paid_share=1.0)
+        stream.produce(events // 2)
+        produced = stream.events_sent
+        print(f"preloaded {produced:,} events in {time.monotonic() - started:.1f} s", flush=True)
+
+        for n in range(rounds):
+            for variant in variants:
+                kind, _, tree = variant.partition("@")
+                child_env = {**env, "KAFKA_GROUP_PREFIX": f"{prefix}r{n}{variant}-"}
+                if kind != "debug" and not kind.endswith("-debug"):
+                    child_env.update(DJANGO_DEBUG="0", DJANGO_SECRET_KEY="bench-only-not-a-secret")
+                if kind != "bare":  # a fresh database each time
+                    home = Path(work) / f"{variant}-{n}"
+                    home.mkdir()
+                    child_env["FOODSITE_HOME"] = str(home)
+                if kind == "postgres":
+                    child_env["DATABASE_URL"] = fresh_postgres_database(database_url, f"bench_{uuid.uuid4().hex[:8]}")
+                result = run_child(
+                    "bare" if kind == "bare" else "runner",
+                    child_env,
+                    produced,
+                    batch_size,
+                    baseline if tree else BASE_DIR,
+                )
+                result["rate"] = result["events"] / result["seconds"]
+                runs[variant].append(result)
+                print(
+                    f"round {n + 1} {variant:<9}{result['rate']:>9,.0f} ev/s  peak RSS {result['peak_rss_mb']:.0f} MB"
+                    f"  RSS over the run {[s['rss_mb'] for s in result['samples'][::4]]}",
+                    flush=True,
+                )
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    expected = stream.truth.as_result()
+    keys = ("orders", "revenue", "food_cost", "dishes")
+    exact = all(run["result"][k] == expected[k] for v in variants[1:] for run in runs[v] for k in keys)
+    report = {
+        "events": produced,
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "exactly_once": exact,
+        "load_average": os.getloadavg(),
+        "variants": {},
+    }
+    for variant in variants:
+        rates = [run["rate"] for run in runs[variant]]
+        entry = {
+            "rate": spread(rates),
+            "peak_rss_mb": spread([run["peak_rss_mb"] for run in runs[variant]]),
+            "samples": runs[variant][-1]["samples"],
+        }
+        if variant != "bare":
+            entry["full_batch_share"] = spread([run["full_batches"] / run["batches"] for run in runs[variant]])
+            # Each round's ratio against the bare loop of the same round.
+            entry["ratio"] = spread(
+                [run["rate"] / bare["rate"] for run, bare in zip(runs[variant], runs["bare"], strict=True)]
+            )
+        report["variants"][variant] = entry
+    if not exact:
+        report["mismatch"] = {
+            "expected": {k: expected[k] for k in keys},
+            "got": [runs[v][-1]["result"] for v in variants[1:]],
+        }
+    return report
+
+
+def print_report(report: dict) -> None:
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"{report['events']:,} events, batch {report['batch_size']}, {report['rounds']} rounds alternated; "
+        f"load average at the end {', '.join(f'{x:.1f}' for x in report['load_average'])}"
+    )
+    print(f"{'':<34}{'events/s (median, min-max)':>30}{'ratio to (a)':>22}{'peak RSS':>16}")
+    names = {
+        "bare": "bare loop + decode",
+        "sqlite": "runner, SQLite",
+        "sqlite-debug": "runner, SQLite, DEBUG on",
+        "postgres": "runner, PostgreSQL",
+    }
+    for variant, entry in report["variants"].items():
+        kind, _, tree = variant.partition("@")
+        rate, rss = entry["rate"], entry["peak_rss_mb"]
+        ratio = entry.get("ratio")
+        ratio_text = f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else ""
+        name = names[kind] + (" (baseline)" if tree else "")
+        print(
+            f"{name:<36}{rate['median']:>12,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f})"
+            f"{ratio_text:>22}{rss['median']:>10.0f} MB ({rss['max']:.0f})"
+        )
+    for variant, entry in report["variants"].items():
+        if variant != "bare":
+            print(f"{variant}: RSS over the run {[s['rss_mb'] for s in entry['samples']]}")
+            print(
+                f"{' ' * len(variant)}  batches full: {entry['full_batch_share']['median']:.0%}, "
+                f"events/s per 5% of the run {[s['rate'] for s in entry['samples']]}"
+            )
+    print(f"exactly-once check against the produced ground truth: {'OK' if report['exactly_once'] else 'MISMATCH'}")
+    if not report["exactly_once"]:
+        print(report["mismatch"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one")
+    parser.add_argument("--database-url", help="also run the projection on this PostgreSQL server (a database per run)")
+    parser.add_argument("--variants", default="bare,sqlite", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    parser.add_argument("--baseline", type=Path, help="a checkout with this script: its runner variants run too")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--child", choices=["bare", "runner"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -123,59 +356,16 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from foodsite.localkafka import LocalKafka, free_port
-
-    work = tempfile.mkdtemp(prefix="foodsite-bench-")
-    broker = None
-    if args.bootstrap is None:
-        broker = LocalKafka(Path(work) / "kafka", port=free_port())
-        broker.start()
-        broker.wait_ready()
-    prefix = f"bench-{uuid.uuid4().hex[:8]}-"
-    env = {
-        **os.environ,
-        "FOODSITE_HOME": work,
-        "KAFKA_TOPIC_PREFIX": prefix,
-        "KAFKA_GROUP_PREFIX": prefix,
-        "KAFKA_BOOTSTRAP_SERVERS": args.bootstrap or broker.bootstrap_servers,
-        "LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    try:
-        setup_django(work)
-        from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
-        from tests.streams import OrderStream
-
-        ensure_topics(admin_client(), declared_topics())
-        started = time.monotonic()
-        stream = OrderStream(env["KAFKA_BOOTSTRAP_SERVERS"], paid_share=1.0)
-        stream.produce(args.events // 2)
-        produced = stream.events_sent
-        print(f"preloaded {produced:,} events in {time.monotonic() - started:.1f} s")
-
-        bare = run_child("bare", env, produced, args.batch_size)
-        runner = run_child("runner", env, produced, args.batch_size)
-    finally:
-        if broker is not None:
-            broker.stop()
-
-    expected = stream.truth.as_result()
-    exact = all(runner["result"][key] == expected[key] for key in ("orders", "revenue", "food_cost", "dishes"))
-    rate_a = bare["events"] / bare["seconds"]
-    rate_b = runner["events"] / runner["seconds"]
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"{'':<42}{'events':>10}{'seconds':>10}{'events/s':>11}{'peak RSS':>11}")
-    for name, result, rate in (
-        ("(a) bare confluent-kafka loop + decode", bare, rate_a),
-        ("(b) stats projection via runner, SQLite", runner, rate_b),
-    ):
-        print(
-            f"{name:<42}{result['events']:>10,}{result['seconds']:>10.1f}{rate:>11,.0f}{result['peak_rss_mb']:>8.0f} MB"
-        )
-    print(f"ratio b/a: {rate_b / rate_a:.0%} (goal >= 30%)   batch size {args.batch_size}")
-    print(f"exactly-once check against the produced ground truth: {'OK' if exact else 'MISMATCH'}")
-    if not exact:
-        print(f"expected {expected}\ngot      {runner['result']}")
+    variants = tuple(args.variants.split(","))
+    if "postgres" not in variants and args.database_url:
+        variants += ("postgres",)
+    report = bench(
+        args.events, args.batch_size, args.rounds, args.bootstrap, args.database_url, variants, args.baseline
+    )
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if not report["exactly_once"]:
         sys.exit(1)
 
 

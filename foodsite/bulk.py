@@ -43,8 +43,11 @@ def insert_many(model: type[models.Model], fields: list[str], rows: list[tuple])
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c.column) for c in columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))})"
     )
+    preps = [column.get_db_prep_save for column in columns]
+    # None is NULL for every field type: skip the field's conversion chain for it.
     params = [
-        [column.get_db_prep_save(value, connection) for column, value in zip(columns, row, strict=True)] for row in rows
+        [None if value is None else prep(value, connection) for prep, value in zip(preps, row, strict=True)]
+        for row in rows
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)

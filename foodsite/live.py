@@ -98,8 +98,11 @@ class LiveBridge:
         try:
             self._assign(consumer)
             while not self._stopping.is_set():
-                # A short wait: consume() may hold a partial batch for its whole timeout.
-                messages = consumer.consume(100, 0.05)
+                # Wait for the first notice only, then take the ones already fetched:
+                # consume(100, t) would hold a lone notice for the whole t.
+                messages = consumer.consume(1, 0.2)
+                if messages:
+                    messages.extend(consumer.consume(99, 0))
                 streams = {m.key().decode() for m in messages if m.error() is None and m.key()}
                 for stream in streams:
                     message = {"type": STREAM_CHANGED, "stream": stream}

@@ -160,6 +160,10 @@ KAFKA_GROUP_PREFIX = os.environ.get("KAFKA_GROUP_PREFIX", "")
 KAFKA_PARTITIONS = int(os.environ.get("KAFKA_PARTITIONS", "3"))
 # How fast a consumer that died without saying goodbye (kill -9) loses its partitions.
 KAFKA_CONSUMER_SESSION_TIMEOUT_MS = int(os.environ.get("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", "10000"))
+# Events a consumer fetches ahead of its batches (librdkafka's queued.max.messages.kbytes).
+# Its default, 64 MB, was a third of a projection's RSS; 8 MB is still tens of thousands of
+# events, seconds of work ahead of a batch of 1000.
+KAFKA_CONSUMER_PREFETCH_KB = int(os.environ.get("KAFKA_CONSUMER_PREFETCH_KB", "8192"))
 KAFKA_REPLICATION_FACTOR = int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
 KAFKA_RETENTION_MS = int(os.environ.get("KAFKA_RETENTION_MS", str(7 * 24 * 3600 * 1000)))
 KAFKA_RETENTION_BYTES = int(os.environ.get("KAFKA_RETENTION_BYTES", str(1024**3)))

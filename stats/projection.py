@@ -7,7 +7,6 @@ from typing import NamedTuple
 from uuid import UUID
 
 from django.db import connections, router
-from django.db.models import F
 
 from foodsite.bulk import insert_many, update_many
 from foodsite.events import OrderPlaced, PaymentSucceeded
@@ -49,12 +48,7 @@ class SalesProjection(Projection):
             else:
                 paid.setdefault(order_id, consumed.event.occurred_at)
         # Tuples, not model instances: thousands of rows per batch.
-        known = {
-            row[0]: _Known(*row[1:])
-            for row in SalesOrder.objects.filter(order_id__in=placed.keys() | paid).values_list(
-                "order_id", "pk", "placed", "paid", "counted", "total", "food_cost", "lines", "paid_at"
-            )
-        }
+        known = _known_rows(placed.keys() | paid)
 
         sales = _Sales()
         new_rows: list[tuple] = []
@@ -90,6 +84,15 @@ class SalesProjection(Projection):
             )
         update_many(changed_rows, STATE_FIELDS[1:])
         sales.save()
+
+
+def _known_rows(order_ids: set[UUID]) -> dict[UUID, _Known]:
+    return {
+        row[0]: _Known(*row[1:])
+        for row in SalesOrder.objects.filter(order_id__in=order_ids).values_list(
+            "order_id", "pk", "placed", "paid", "counted", "total", "food_cost", "lines", "paid_at"
+        )
+    }
 
 
 class _Known(NamedTuple):
@@ -137,24 +140,57 @@ class _Sales:
     def save(self) -> None:
         if not self.orders:
             return
-        SalesTotals.objects.get_or_create(pk=1)
-        SalesTotals.objects.filter(pk=1).update(
-            orders=F("orders") + self.orders,
-            revenue=F("revenue") + self.revenue,
-            food_cost=F("food_cost") + self.food_cost,
+        # One upsert per table: the ORM's get_or_create + one UPDATE per dish cost a
+        # query compilation each, per batch.
+        _add_to_counters(
+            SalesTotals, "id", [(1, {"orders": self.orders, "revenue": self.revenue, "food_cost": self.food_cost})]
         )
-        known = set(DishSales.objects.filter(dish_id__in=self.quantity).values_list("dish_id", flat=True))
-        DishSales.objects.bulk_create(
-            DishSales(dish_id=dish_id, name=self.names[dish_id]) for dish_id in self.quantity if dish_id not in known
+        _add_to_counters(
+            DishSales,
+            "dish_id",
+            [
+                (
+                    dish_id,
+                    {
+                        "quantity": quantity,
+                        "revenue": self.dish_revenue[dish_id],
+                        "food_cost": self.dish_cost[dish_id],
+                    },
+                    {"name": self.names[dish_id]},
+                )
+                for dish_id, quantity in self.quantity.items()
+            ],
         )
-        for dish_id, quantity in self.quantity.items():
-            DishSales.objects.filter(dish_id=dish_id).update(
-                name=self.names[dish_id],
-                quantity=F("quantity") + quantity,
-                revenue=F("revenue") + self.dish_revenue[dish_id],
-                food_cost=F("food_cost") + self.dish_cost[dish_id],
-            )
         _add_per_minute(self.per_minute)
+
+
+def _add_to_counters(model: type, key: str, rows: list[tuple]) -> None:
+    """Add to counter columns of rows found by `key`, creating missing rows, in one
+    executemany: INSERT ... ON CONFLICT (key) DO UPDATE SET n = n + excluded.n (SQLite and
+    PostgreSQL). Each row is (key value, {counter: amount}[, {column: value to set}])."""
+    if not rows:
+        return
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    counters = list(rows[0][1])
+    overwritten = list(rows[0][2]) if len(rows[0]) > 2 else []
+    names = [key, *counters, *overwritten]
+    fields = [meta.get_field(name) for name in names]
+    updates = [f"{quote(c)} = {table}.{quote(c)} + excluded.{quote(c)}" for c in counters]
+    updates += [f"{quote(c)} = excluded.{quote(c)}" for c in overwritten]
+    sql = (
+        f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))}) "
+        f"ON CONFLICT ({quote(meta.get_field(key).column)}) DO UPDATE SET {', '.join(updates)}"
+    )
+    params = []
+    for row in rows:
+        values = [row[0], *row[1].values(), *(row[2].values() if len(row) > 2 else ())]
+        params.append([field.get_db_prep_save(value, connection) for field, value in zip(fields, values, strict=True)])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _minute(moment: datetime) -> datetime:

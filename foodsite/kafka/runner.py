@@ -26,7 +26,14 @@ from typing import ClassVar, NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    reset_queries,
+    transaction,
+)
 
 from foodsite.events import Event, InvalidEvent, decode
 from foodsite.kafka.client_log import client_log_config
@@ -181,6 +188,7 @@ class ConsumerRunner:
                 "partition.assignment.strategy": "range",
                 # A killed member gives its partitions back within seconds instead of 45 s.
                 "session.timeout.ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
+                "queued.max.messages.kbytes": settings.KAFKA_CONSUMER_PREFETCH_KB,
                 **client_log_config("consumer"),
                 **(consumer_config or {}),
             }
@@ -190,6 +198,9 @@ class ConsumerRunner:
                 "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 "enable.idempotence": True,
                 "acks": "all",
+                # A live notice is one message per batch, and a page waits for it: send at
+                # once rather than after librdkafka's default 5 ms linger.
+                "linger.ms": 0,
                 **client_log_config("dead_letters"),
             }
         )
@@ -216,14 +227,17 @@ class ConsumerRunner:
             while not self._stopping:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"{self.group} did not catch up within {timeout} s")
-                messages = self._consumer.consume(self.batch_size, self.poll_timeout)
+                messages = self._next_batch()
                 if messages:
                     self._process_with_retry(messages)
                 self._producer.poll(0)  # its delivery reports and log lines, as they come
                 if until_caught_up and len(messages) < self.batch_size and self._caught_up():
                     break
-                # Consumers live for days: drop connections past CONN_MAX_AGE or broken.
+                # Consumers live for days: drop connections past CONN_MAX_AGE or broken, and
+                # the DEBUG query log (Django clears it per request; a consumer has none, so it
+                # grew to 9,000 queries with their SQL: ~60 MB and a slower loop).
                 close_old_connections()
+                reset_queries()
         except DeadLetterLimitExceeded as exc:
             log.error(
                 "%s STOPPED: %s. A broken deploy rather than bad events? Nothing of the last batch was applied "
@@ -237,6 +251,15 @@ class ConsumerRunner:
             self._producer.flush(10)
             close_old_connections()
         return self.stats
+
+    def _next_batch(self) -> list[Message]:
+        """Wait for the first message only, then take what is already fetched, up to the
+        batch size, without waiting: a lone event goes at once (consume(n, timeout) held it
+        for the whole timeout), and a backlog still fills whole batches."""
+        messages = self._consumer.consume(1, self.poll_timeout)
+        if messages and self.batch_size > 1:
+            messages.extend(self._consumer.consume(self.batch_size - 1, 0))
+        return messages
 
     def _sleep(self, seconds: float) -> None:
         # In short steps, so that SIGTERM during a long backoff still exits promptly.

@@ -1,0 +1,369 @@
+"""Live latency: from an answer to the row or status a person sees on an open page.
+
+    .venv/bin/python bench/live_latency.py [--orders 30] [--load 100] [--json results.json]
+
+Starts the run command's stack (`python -m foodsite.launcher`: its own broker, SQLite, daphne,
+every consumer, the worker) and a real headless Chromium (Debian's, as tests/browser.py starts
+it) with the courier's page and a customer's order page open, each stamped by a
+MutationObserver (Date.now(), the same wall clock as this script's time.time()). Two paths:
+
+- pay: the payment's answer (HTTP 302) -> the order's row on the courier's page;
+- step: the courier's pick-up or delivered answer -> the new status on the customer's page.
+
+Two loads, one after the other on the same stack: light (one measured order a second,
+nothing else) and loaded (the same measured orders while a background producer writes
+`--load` orders a second straight to Kafka, as the web's outbox would: placed, paid, then
+claimed, picked up and delivered by another courier 1 s later, so that the courier's list
+stays short). Measured orders go through the real web (requests over HTTP, as the tests'
+http_client does). Each path is split at its live-updates notice, read by this script too: answer -> notice
+announced (the consumer applied and committed the event), announced -> shown (Kafka, the
+web's bridge, websocket, the page's re-fetch, DOM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from foodsite.localkafka import free_port  # noqa: E402
+from tests.http_client import logged_in, order_and_pay  # noqa: E402
+
+OBSERVE_ROWS = """() => { window.__rows = {};
+  const stamp = () => { for (const row of document.querySelectorAll('tr[data-order-id]'))
+      window.__rows[row.dataset.orderId] ??= Date.now(); };
+  new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true}); }"""
+OBSERVE_STATUS = """() => { window.__status = {};
+  const stamp = () => { const s = document.getElementById('order-status');
+      if (s) window.__status[s.textContent.trim()] ??= Date.now(); };
+  stamp();
+  new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+
+
+class Stack:
+    """The launcher's stack in a fresh home; stopped (whole process group) on exit."""
+
+    def __init__(self) -> None:
+        self.home = Path(tempfile.mkdtemp(prefix="foodsite-live-"))
+        self.port = free_port()
+        self.kafka_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = self.home / "launcher.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "FOODSITE_HOME": str(self.home),
+            "PORT": str(self.port),
+            "KAFKA_PORT": str(self.kafka_port),
+        }
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        with self.log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "foodsite.launcher"],
+                cwd=BASE_DIR,
+                env=env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 240
+        while "| ready in" not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                sys.exit(f"launcher did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # the launcher stops its children, Kafka last
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+
+
+class Notices:
+    """Reads the live-updates topic from its end, as a web process's bridge does, and keeps
+    (announced at, read at) per stream."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.seen: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+        from foodsite.kafka.topics import LIVE_UPDATES, topic_name
+
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "bench-live", "enable.auto.commit": False}
+        )
+        topic = topic_name(LIVE_UPDATES)
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+        self._ready.set()
+        while not self._stopping.is_set():
+            for message in consumer.consume(1, 0.2):
+                if message.error() is None and message.key():
+                    read_at = time.time()
+                    with self._lock:
+                        self.seen[message.key().decode()].append((float(message.value()), read_at))
+        consumer.close()
+
+    def first_after(self, stream: str, moment: float) -> tuple[float, float] | None:
+        with self._lock:
+            return next(((at, read) for at, read in self.seen.get(stream, []) if at >= moment), None)
+
+
+class BackgroundLoad:
+    """`rate` orders a second straight into Kafka (JSON events, as the outbox publishes them),
+    each claimed, picked up and delivered by courier `bench-load` 1 s after its payment."""
+
+    def __init__(self, bootstrap: str, rate: int) -> None:
+        from confluent_kafka import Producer
+
+        self.rate = rate
+        self.sent = 0
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+            }
+        )
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+        self._producer.flush(30)
+
+    def _publish(self, payload: object) -> None:
+        from foodsite.events import Event
+        from foodsite.kafka.topics import topic_name
+
+        event = Event(payload)
+        self._producer.produce(topic_name(payload.TOPIC), key=event.key.encode(), value=event.to_json())
+
+    def _run(self) -> None:
+        from foodsite.events import (
+            DeliveryClaimed,
+            DeliveryDelivered,
+            DeliveryPickedUp,
+            OrderLine,
+            OrderPlaced,
+            PaymentSucceeded,
+        )
+
+        pending: list[tuple[float, str]] = []  # (steps due at, order id)
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            due = started + self.sent / self.rate
+            now = time.monotonic()
+            if now < due:
+                time.sleep(min(due - now, 0.01))
+                continue
+            order_id = str(uuid.uuid4())
+            line = OrderLine(1, "Margherita", random.randint(1, 3), Decimal("8.50"), Decimal("2.10"))
+            total = line.unit_price * line.quantity
+            self._publish(OrderPlaced(order_id, "Load", "Via Carico 1", [line], total))
+            self._publish(PaymentSucceeded(order_id, total, "4242"))
+            pending.append((now + 1, order_id))
+            while pending and pending[0][0] <= now:
+                _, done = pending.pop(0)
+                for step in (DeliveryClaimed, DeliveryPickedUp, DeliveryDelivered):
+                    self._publish(step(order_id=done, courier="bench-load"))
+            self.sent += 1
+            self._producer.poll(0)
+
+
+def percentiles(values: list[float]) -> dict:
+    ms = sorted(v * 1000 for v in values)
+    if not ms:
+        return {}
+    p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
+    return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p95": round(p95, 1), "max": round(ms[-1], 1)}
+
+
+def record_hops(
+    hops: dict[str, list[float]], path: str, notice: tuple[float, float] | None, answered: float, shown: float
+) -> None:
+    """Split answer -> shown at the notice: the consumer's part (applied, committed, announced:
+    exact, the notice carries its time) and the rest (Kafka, the web's bridge, websocket, the
+    page's re-fetch, DOM). This script's own read of the notice shows Kafka's share; it shares
+    the process with the browser driver, so it may read later than the web did."""
+    if notice is None or notice[0] > shown:
+        return  # no notice of this stream after the answer: the row came with an earlier one
+    announced, read = notice
+    hops[f"{path}: answer -> announced"].append(announced - answered)
+    hops[f"{path}: announced -> shown"].append(shown - announced)
+    hops[f"{path}: (announced -> read by this script)"].append(read - announced)
+
+
+def measure(stack: Stack, browser, notices: Notices, orders: int, interval: float) -> dict:
+    """`orders` measured orders, one every `interval` s: pay -> courier row, steps -> customer status."""
+    courier_session = logged_in(stack.url, "courier")
+    customer_session = requests.Session()
+    courier_page = browser.new_context().new_page()
+    courier_page.goto(f"{stack.url}/accounts/login/")
+    courier_page.get_by_label("Username").fill("courier")
+    courier_page.get_by_label("Password").fill("foodsite-demo")
+    courier_page.get_by_role("button", name="Log in").click()
+    courier_page.goto(f"{stack.url}/courier/")
+    courier_page.wait_for_selector("body[data-live='open']", state="attached")
+    courier_page.evaluate(OBSERVE_ROWS)
+    customer_page = browser.new_context().new_page()
+
+    pay, step = [], []
+    hops: dict[str, list[float]] = defaultdict(list)
+    for _ in range(orders):
+        began = time.monotonic()
+        order_id = order_and_pay(customer_session, stack.url)
+        paid_at = time.time()
+        seen = courier_page.wait_for_function(f"window.__rows['{order_id}']", timeout=60_000).json_value() / 1000
+        pay.append(seen - paid_at)
+        record_hops(hops, "pay", notices.first_after("courier", paid_at), paid_at, seen)
+
+        # The customer's orders are in a signed cookie: the browser gets the session's.
+        cookies = [{"name": c.name, "value": c.value, "url": stack.url} for c in customer_session.cookies]
+        customer_page.context.add_cookies(cookies)
+        customer_page.goto(f"{stack.url}/orders/{order_id}/")
+        customer_page.wait_for_selector("body[data-live='open']", state="attached")
+        customer_page.evaluate(OBSERVE_STATUS)
+        for name, status in (("claim", None), ("pick-up", "Out for delivery"), ("deliver", "Delivered")):
+            if name == "pick-up":  # the projection must have the claim first: wait for the row to say so
+                status_cell = f"document.querySelector('tr[data-order-id=\"{order_id}\"] .status')"
+                courier_page.wait_for_function(f"{status_cell}?.textContent.includes('Claimed')", timeout=60_000)
+            answer = courier_session.post(
+                f"{stack.url}/courier/{order_id}/{name}/",
+                data={"csrfmiddlewaretoken": courier_session.cookies.get("csrftoken")},
+                headers={"Referer": f"{stack.url}/courier/"},
+                allow_redirects=False,
+                timeout=60,
+            )
+            answered_at = time.time()
+            if answer.status_code != 302:
+                raise RuntimeError(f"courier step {name} answered {answer.status_code}: {answer.text[:300]}")
+            if status is None:
+                continue
+            shown = customer_page.wait_for_function(f"window.__status['{status}']", timeout=60_000).json_value() / 1000
+            step.append(shown - answered_at)
+            record_hops(hops, "step", notices.first_after(f"order.{order_id}", answered_at), answered_at, shown)
+        time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    courier_page.context.close()
+    customer_page.context.close()
+    return {"pay": percentiles(pay), "step": percentiles(step), "hops": {k: percentiles(v) for k, v in hops.items()}}
+
+
+def bench(orders: int, load: int) -> dict:
+    """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import launch_chromium
+
+    stack = Stack()
+    stack.start()
+    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    os.environ.update(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap, DJANGO_SETTINGS_MODULE="foodsite.settings", FOODSITE_HOME=str(stack.home)
+    )
+    import django
+
+    django.setup()
+    notices = Notices(bootstrap)
+    notices.start()
+    report: dict = {"orders": orders, "load": load}
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            report["light"] = measure(stack, browser, notices, orders, interval=1.0)
+            print_phase(report, "light")
+            background = BackgroundLoad(bootstrap, load)
+            loaded_from = time.monotonic()
+            background.start()
+            time.sleep(3)  # the load's steady state: its first deliveries are being worked
+            report["loaded"] = measure(stack, browser, notices, orders, interval=0.0)
+            background.stop()
+            # What the producer really kept up (the machine is shared): the load to quote.
+            report["loaded"]["background_rate"] = round(background.sent / (time.monotonic() - loaded_from), 1)
+            print_phase(report, "loaded")
+            browser.close()
+    finally:
+        notices.stop()
+        stack.stop()
+    report["load_average"] = os.getloadavg()
+    return report
+
+
+def print_phase(report: dict, load: str) -> None:
+    title = "1 order/s" if load == "light" else f"+{report['loaded'].get('background_rate', report['load'])} orders/s"
+    rows = [
+        ("pay -> row on the courier page", report[load]["pay"]),
+        ("step -> status on the customer page", report[load]["step"]),
+    ]
+    rows += [(f"  {name}", figures) for name, figures in report[load]["hops"].items()]
+    for name, figures in rows:
+        if figures:
+            label = f"{title}: {name}"
+            print(f"{label:<52}{figures['n']:>5}{figures['p50']:>9.0f}{figures['p95']:>9.0f}{figures['max']:>9.0f}")
+    sys.stdout.flush()
+
+
+def print_report(report: dict) -> None:
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"load average at the end: {', '.join(f'{x:.1f}' for x in report['load_average'])}")
+    print(f"{'':<52}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
+    for load in ("light", "loaded"):
+        print_phase(report, load)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=30, help="measured orders per load")
+    parser.add_argument("--load", type=int, default=100, help="background orders a second in the loaded phase")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    report = bench(args.orders, args.load)
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
