@@ -161,7 +161,7 @@ def open_loop(url: str, rate: int, seconds: float) -> dict:
 class Web:
     """`processes` daphne processes on one listening socket, with `env`."""
 
-    def __init__(self, env: dict, processes: int) -> None:
+    def __init__(self, env: dict, processes: int, tree: Path = BASE_DIR) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.listener.set_inheritable(True)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -169,7 +169,7 @@ class Web:
         self.processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "daphne", "--fd", str(fd), "foodsite.asgi:application"],
-                cwd=BASE_DIR,
+                cwd=tree,
                 env=env,
                 pass_fds=[fd],
                 stdout=subprocess.DEVNULL,
@@ -213,6 +213,18 @@ def main() -> None:
     parser.add_argument(
         "--threads", default="default", help="comma-separated WEB_SYNC_THREADS values (default: the setting)"
     )
+    parser.add_argument(
+        "--variants",
+        help="instead of the cross product above: comma-separated database:kafka:processes[:threads], "
+        "e.g. sqlite:up:1,postgres:up:2",
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="a checkout (e.g. `git archive main | tar -x -C DIR`) whose web runs each variant too, alternated",
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=8, help="per closed-loop measurement")
     parser.add_argument("--rounds", type=int, default=3)
@@ -225,14 +237,23 @@ def main() -> None:
         sys.exit("web_bench: wrk not found (apt-get install wrk; `make bench` does)")
     if args.rate and not VEGETA.exists():
         sys.exit(f"web_bench: {VEGETA} not found (`make bench` installs it; or --rate 0)")
-    databases = args.databases.split(",")
-    variants = [
-        {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads}
-        for db in databases
-        for kafka in args.kafka.split(",")
-        for processes in args.processes.split(",")
-        for threads in args.threads.split(",")
-    ]
+    if args.variants:
+        variants = []
+        for spec in args.variants.split(","):
+            db, kafka, processes, threads = ([*spec.split(":"), "default"])[:4]
+            variants.append({"database": db, "kafka": kafka, "processes": int(processes), "threads": threads})
+    else:
+        variants = [
+            {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads}
+            for db in args.databases.split(",")
+            for kafka in args.kafka.split(",")
+            for processes in args.processes.split(",")
+            for threads in args.threads.split(",")
+        ]
+    for variant in variants:
+        variant["tree"] = ""
+    variants += [{**v, "tree": str(tree)} for tree in args.baseline for v in variants]
+    databases = list(dict.fromkeys(v["database"] for v in variants))
 
     home = Path(tempfile.mkdtemp(prefix="foodsite-webbench-"))
     home.chmod(0o755)  # PostgreSQL's user must get through it, as root
@@ -280,7 +301,7 @@ def main() -> None:
                 }
                 if variant["threads"] != "default":
                     env["WEB_SYNC_THREADS"] = variant["threads"]
-                web = Web(env, variant["processes"])
+                web = Web(env, variant["processes"], Path(variant["tree"]) if variant["tree"] else BASE_DIR)
                 try:
                     measured = {
                         "trivial": closed_loop(web.url, "trivial", args.clients, args.seconds),
@@ -326,7 +347,8 @@ def main() -> None:
 def label(variant: dict) -> str:
     threads = "" if variant["threads"] == "default" else f", {variant['threads']} threads"
     processes = "1 daphne" if variant["processes"] == 1 else f"{variant['processes']} daphnes"
-    return f"{variant['database']}, kafka {variant['kafka']}, {processes}{threads}"
+    tree = f" [{Path(variant['tree']).name}]" if variant["tree"] else ""
+    return f"{variant['database']}, kafka {variant['kafka']}, {processes}{threads}{tree}"
 
 
 def brief(measured: dict) -> str:
