@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from foodsite import outbox
 from foodsite.events import Event, OrderPlaced, PaymentFailed, PaymentSucceeded
@@ -63,9 +62,9 @@ def place_order(
     if unknown:
         raise ValidationError(f"Unknown dish: {unknown[0]}.")
 
-    total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
     try:
-        with _pipelined(), transaction.atomic():
+        with transaction.atomic():
+            total = sum((dishes[i.dish_id].price * i.quantity for i in items), Decimal("0"))
             order = Order.objects.create(
                 customer_name=customer_name,
                 address=address,
@@ -73,7 +72,7 @@ def place_order(
                 total=total,
                 idempotency_key=idempotency_key or None,
             )
-            lines = [
+            lines = OrderLine.objects.bulk_create(
                 OrderLine(
                     order=order,
                     dish=dishes[i.dish_id],
@@ -83,7 +82,7 @@ def place_order(
                     unit_cost=dishes[i.dish_id].food_cost,
                 )
                 for i in items
-            ]
+            )
             event = Event(
                 OrderPlaced(
                     order_id=str(order.id),
@@ -97,26 +96,12 @@ def place_order(
                 )
             )
             outbox.enqueue(event)
-            # Last: on PostgreSQL its RETURNING of the new ids is the pipeline's one wait.
-            OrderLine.objects.bulk_create(lines)
     except IntegrityError:
         if not idempotency_key:
             raise
         # The same form submitted twice at the same instant: the other request created it.
         return Order.objects.get(idempotency_key=idempotency_key)
     return order
-
-
-def _pipelined() -> contextlib.AbstractContextManager:
-    """On PostgreSQL, send the order's statements without waiting for each answer (psycopg's
-    pipeline mode): BEGIN, the three INSERTs and COMMIT take two round trips instead of five.
-    A web thread waits out each round trip, so this is most of an order's time beyond its
-    CPU (bench/README.md). An error (a repeated idempotency key) is raised at the next wait,
-    still inside the transaction, which then rolls back as usual. Elsewhere nothing to do."""
-    if connection.vendor != "postgresql":
-        return contextlib.nullcontext()
-    connection.ensure_connection()
-    return connection.connection.pipeline()
 
 
 def pay_order(*, order: Order, card: Card) -> Payment:
