@@ -374,7 +374,7 @@ def print_report(report: dict) -> None:
     )
     print(
         f"{'variant':<42}{'trivial/s':>10}{'orders/s':>9}{'ratio (min-max)':>18}{'p99 ms':>8}"
-        f"{'open p50':>9}{'p99':>7}{'max':>7}{'errors':>7}"
+        f"{'open p50':>10}{'p99':>9}{'max':>8}{'errors':>7}"
     )
     for v in report["variants"]:
         r = v["ratio"]
@@ -384,10 +384,10 @@ def print_report(report: dict) -> None:
         )
         errors = v["trivial_errors"] + v["order_errors"]
         if "open_p99" in v:
-            line += f"{v['open_p50']['median']:>9.1f}{v['open_p99']['median']:>7.1f}{v['open_max']['median']:>7.0f}"
+            line += f"{v['open_p50']['median']:>10.1f}{v['open_p99']['median']:>9.1f}{v['open_max']['median']:>8.0f}"
             errors += v["open_errors"]
         else:
-            line += f"{'':>23}"
+            line += f"{'':>27}"
         print(line + f"{errors:>7}")
 
 
