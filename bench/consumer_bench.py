@@ -7,7 +7,7 @@ shared runner, on the same broker and the same preloaded events, alternated roun
 Starts its own local broker (or uses --bootstrap), preloads N events (half order.placed,
 half payment.succeeded), then runs, round after round, (a) the bare loop, (b) the runner into
 a fresh SQLite file and, with --database-url, (c) the runner into a fresh PostgreSQL
-database on that server: a, b, c, a, b, c, ... so that a slow minute of the shared machine
+database on that server: a, b, c, then b, c, a, ... so that a slow minute of the shared machine
 hits every variant. Each consumer runs in its own process (its peak RSS is its own) and
 samples its RSS and rate every 5% of the run, which shows whether it grows with the run's
 length. Rates count the consume phase only (first message to last event). Every runner's
@@ -239,7 +239,8 @@ def bench(
         print(f"preloaded {produced:,} events in {time.monotonic() - started:.1f} s", flush=True)
 
         for n in range(rounds):
-            for variant in variants:
+            # Each round starts one variant further: none always runs first or last.
+            for variant in variants[n % len(variants) :] + variants[: n % len(variants)]:
                 kind, _, tree = variant.partition("@")
                 child_env = {**env, "KAFKA_GROUP_PREFIX": f"{prefix}r{n}{variant}-"}
                 if kind != "debug" and not kind.endswith("-debug"):

@@ -218,7 +218,13 @@ def percentiles(values: list[float]) -> dict:
     if not ms:
         return {}
     p95 = statistics.quantiles(ms, n=20, method="inclusive")[18] if len(ms) > 1 else ms[0]
-    return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p95": round(p95, 1), "max": round(ms[-1], 1)}
+    return {
+        "n": len(ms),
+        "p50": round(statistics.median(ms), 1),
+        "p95": round(p95, 1),
+        "max": round(ms[-1], 1),
+        "ms": [round(v, 1) for v in ms],
+    }
 
 
 def record_hops(
