@@ -40,7 +40,7 @@ class OneThreadASGIHandler(ASGIHandler):
     def __init__(self, threads: int | None = None) -> None:
         super().__init__()
         count = threads if threads is not None else settings.WEB_SYNC_THREADS
-        self._threads = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="django") for _ in range(count)]
+        self._threads = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"django-{n}") for n in range(count)]
         self._busy = [0] * count
 
     async def __call__(self, scope: dict, receive, send) -> None:
