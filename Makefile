@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KAFKA_LIBS := .local/kafka/libs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup lint system-deps server-deps clean
+.PHONY: run test bench setup lint system-deps server-deps bench-deps clean
 
 # FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
 run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
@@ -17,6 +17,11 @@ test: setup system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 	$(PY) -m pytest --db postgres -m db_write
+
+# Every benchmark, one table, bench/results/<date>.json (see bench/README.md); about 10-15
+# minutes on 2 cores. `make bench BENCH_ARGS=--full` for the issue's sizes.
+bench: setup server-deps bench-deps
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
 
@@ -45,6 +50,17 @@ server-deps:
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 	@command -v redis-server >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# The load generators: Debian's wrk (closed loop) and vegeta (open loop, built by Go from the
+# module proxy into .local/bin), and chromium for the live-latency bench.
+VEGETA_VERSION := v12.13.0
+bench-deps: .local/bin/vegeta
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+.local/bin/vegeta:
+	@command -v go >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq golang-go; }
+	GOBIN=$(CURDIR)/.local/bin go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
 
 lint:
 	$(VENV)/bin/ruff check .

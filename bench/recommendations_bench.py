@@ -11,6 +11,7 @@ The result is compared with pairs and units counted in Python; exit 1 on a misma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ def main() -> int:
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--dishes", type=int, default=30)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="recommendations-bench-")
@@ -83,6 +85,15 @@ def main() -> int:
         f"{args.orders / elapsed:,.0f} orders/s; {DishPair.objects.count():,} pair rows, "
         f"{PopularBucket.objects.count():,} minute buckets; counts {'OK' if ok else 'MISMATCH'}"
     )
+    if args.json:
+        report = {
+            "orders": args.orders,
+            "batch_size": args.batch_size,
+            "orders_per_s": args.orders / elapsed,
+            "pair_rows": DishPair.objects.count(),
+            "counts_ok": ok,
+        }
+        args.json.write_text(json.dumps(report, indent=2))
     shutil.rmtree(home, ignore_errors=True)
     return 0 if ok else 1
 

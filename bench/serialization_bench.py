@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     from foodsite.events import Event, decode, encode
@@ -96,10 +98,20 @@ def main() -> None:
     print(f"order.placed with {len(event.payload.lines)} lines, {args.events:,} events, best of {args.repeat}")
     header = ("format", "bytes/event", "zlib batch", "encode ev/s", "decode ev/s", "both ev/s")
     print("{:<6} {:>11} {:>10} {:>12} {:>12} {:>10}".format(*header))
+    report = {"events": args.events, "repeat": args.repeat, "formats": {}}
     for fmt, seconds in best.items():
         rates = [args.events / s for s in seconds]
         size, compressed = sizes[fmt]
         print(f"{fmt:<6} {size:>11} {compressed:>10.0f} {rates[0]:>12,.0f} {rates[1]:>12,.0f} {rates[2]:>10,.0f}")
+        report["formats"][fmt] = {
+            "bytes": size,
+            "zlib_batch_bytes": compressed,
+            "encode_per_s": rates[0],
+            "decode_per_s": rates[1],
+            "both_per_s": rates[2],
+        }
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

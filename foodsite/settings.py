@@ -105,6 +105,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 
+# Threads per web process for Django's sync code (foodsite.asgi.OneThreadASGIHandler), each
+# keeping its database connection: one on SQLite (one writer at a time anyway), a few on
+# PostgreSQL so that one request's round trips and commit flush overlap another's.
+WEB_SYNC_THREADS = int(
+    os.environ.get("WEB_SYNC_THREADS", "1" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "4")
+)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,366 @@
+"""Every benchmark in one go (`make bench`): one table of ratios and percentiles, written to
+bench/results/<date>.json and printed beside the previous file's figures.
+
+    .venv/bin/python bench/run_all.py [--full] [--only web,consumer,...] [--results bench/results]
+
+Each benchmark is its own script, run here as a subprocess with `--json` (see
+bench/README.md for what each measures); this driver only starts what they share (one local
+broker for the consumer and replay benches, one durable local PostgreSQL for the consumer
+bench), picks the sizes, and collects the figures. Default sizes take about 10-15 minutes on
+a 2-core machine; `--full` runs the issue's sizes (1,000,000 events, longer web runs).
+`--tiny` is for the test that checks the driver itself runs (figures meaningless).
+Exit status 1 if a benchmark failed or an exactly-once check did not hold; the figures of
+the others are still written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+
+from foodsite.localkafka import LocalKafka, free_port  # noqa: E402
+from foodsite.localpostgres import LocalPostgres  # noqa: E402
+
+STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "web")
+WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"
+# Per step and size: the script and its arguments ({bootstrap} and {database_url} filled in).
+SIZES: dict[str, dict[str, list[str]]] = {
+    "tiny": {
+        "serialization": ["serialization_bench.py", "--events", "500", "--repeat", "1"],
+        "recommendations": ["recommendations_bench.py", "--orders", "500"],
+        "consumer": ["consumer_bench.py", "--events", "2000", "--rounds", "1", "--bootstrap", "{bootstrap}"],
+        "replay": ["replay_bench.py", "--events", "2000", "--runs", "1", "--bootstrap", "{bootstrap}"],
+        "live": ["live_latency.py", "--orders", "3", "--load", "10"],
+        "web": ["web_bench.py", "--variants", "sqlite:down:1", "--seconds", "1", "--rounds", "1", "--rate", "20",
+                "--open-seconds", "1"],
+    },
+    "default": {
+        "serialization": ["serialization_bench.py", "--events", "20000", "--repeat", "3"],
+        "recommendations": ["recommendations_bench.py", "--orders", "50000"],
+        "consumer": ["consumer_bench.py", "--events", "100000", "--rounds", "2", "--bootstrap", "{bootstrap}",
+                     "--database-url", "{database_url}"],
+        "replay": ["replay_bench.py", "--events", "200000", "--runs", "1", "--bootstrap", "{bootstrap}"],
+        "live": ["live_latency.py", "--orders", "30", "--load", "100"],
+        "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "5", "--rounds", "2", "--rate", "150",
+                "--open-seconds", "5"],
+    },
+    "full": {
+        "serialization": ["serialization_bench.py", "--events", "100000", "--repeat", "7"],
+        "recommendations": ["recommendations_bench.py", "--orders", "200000"],
+        "consumer": ["consumer_bench.py", "--events", "1000000", "--rounds", "3", "--bootstrap", "{bootstrap}",
+                     "--database-url", "{database_url}"],
+        "replay": ["replay_bench.py", "--events", "1000000", "--runs", "2", "--bootstrap", "{bootstrap}"],
+        "live": ["live_latency.py", "--orders", "60", "--load", "100"],
+        "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "15", "--rounds", "3", "--rate", "150",
+                "--open-seconds", "15"],
+    },
+}  # fmt: skip
+
+
+class Row(dict):
+    """One line of the table: key (stable across runs, to find the previous figure), what,
+    the figure as text, its number (compared with the previous run), the goal."""
+
+    def __init__(self, key: str, what: str, text: str, value: float | None = None, goal: str = "") -> None:
+        super().__init__(key=key, what=what, text=text, value=value, goal=goal)
+
+
+def spread(figures: dict, digits: int = 2) -> str:
+    return f"{figures['median']:.{digits}f} ({figures['min']:.{digits}f}-{figures['max']:.{digits}f})"
+
+
+def serialization_rows(report: dict) -> list[Row]:
+    rows = []
+    for fmt, f in report["formats"].items():
+        rows.append(
+            Row(
+                f"serialization.{fmt}",
+                f"serialization {fmt}: encode+decode ev/s (bytes, in a zlib batch)",
+                f"{f['both_per_s']:,.0f} ({f['bytes']} B, {f['zlib_batch_bytes']:.0f} B)",
+                f["both_per_s"],
+            )
+        )
+    return rows
+
+
+def recommendations_rows(report: dict) -> list[Row]:
+    return [
+        Row(
+            "recommendations.rate",
+            f"recommendations projection, batches of {report['batch_size']}: orders/s",
+            f"{report['orders_per_s']:,.0f}, counts {'OK' if report['counts_ok'] else 'MISMATCH'}",
+            report["orders_per_s"],
+        )
+    ]
+
+
+def consumer_rows(report: dict) -> list[Row]:
+    variants = report["variants"]
+    bare = variants["bare"]
+    size = f"{report['events']:,} events, batch {report['batch_size']}"
+    rows = [
+        Row(
+            "consumer.bare",
+            f"consumer, {size}: bare loop ev/s, peak RSS",
+            f"{bare['rate']['median']:,.0f}, {bare['peak_rss_mb']['median']:.0f} MB",
+            bare["rate"]["median"],
+        )
+    ]
+    for name, what in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+        if name not in variants:
+            continue
+        v = variants[name]
+        rss = [s["rss_mb"] for s in v.get("samples", [])]
+        growth = f", RSS {rss[0]:.0f}->{rss[-1]:.0f} MB over the run" if rss else ""
+        rows.append(
+            Row(
+                f"consumer.{name}.ratio",
+                f"consumer, {size}: stats runner on {what} / bare loop (min-max)",
+                spread(v["ratio"]),
+                v["ratio"]["median"],
+                ">= 0.6" if name == "sqlite" else "",
+            )
+        )
+        rows.append(
+            Row(
+                f"consumer.{name}.rss",
+                f"consumer, {size}: stats runner on {what}: ev/s, peak RSS",
+                f"{v['rate']['median']:,.0f}, {v['peak_rss_mb']['median']:.0f} MB{growth}",
+                v["peak_rss_mb"]["median"],
+                "< 150 MB, flat",
+            )
+        )
+    rows.append(
+        Row("consumer.exact", "consumer: exactly-once check", "OK" if report["exactly_once"] else "MISMATCH", goal="OK")
+    )
+    return rows
+
+
+def replay_rows(report: dict) -> list[Row]:
+    rows = []
+    for n, run in enumerate(report["runs"], 1):
+        rows.append(
+            Row(
+                f"replay.{n}",
+                f"replay {n} of {report['events']:,} events (consume_stats --replay): s, ev/s",
+                f"{run['seconds']:.1f} s, {run['rate']:,.0f}/s, {'exact' if run['exact'] else 'NOT EXACT'}",
+                run["rate"],
+                "< 60 s for 1,000,000, exact",
+            )
+        )
+    return rows
+
+
+def live_rows(report: dict) -> list[Row]:
+    rows = []
+    for load, goal in (("light", "p95 < 50 ms"), ("loaded", "p95 < 150 ms")):
+        phase = report[load]
+        title = "1 order/s" if load == "light" else f"+{phase.get('background_rate', report['load'])} orders/s"
+        for path, what in (("pay", "pay -> courier row"), ("step", "step -> customer status")):
+            f = phase[path]
+            rows.append(
+                Row(
+                    f"live.{load}.{path}",
+                    f"live latency at {title}: {what}, ms p50/p95/max (n)",
+                    f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ({f['n']})",
+                    f["p95"],
+                    goal,
+                )
+            )
+    return rows
+
+
+def web_rows(report: dict) -> list[Row]:
+    rows = []
+    for v in report["variants"]:
+        name = f"{v['database']}, kafka {v['kafka']}, {v['processes']} daphne" + ("s" if v["processes"] > 1 else "")
+        key = f"web.{v['database']}.{v['kafka']}.{v['processes']}"
+        errors = v["trivial_errors"] + v["order_errors"]
+        rows.append(
+            Row(
+                f"{key}.ratio",
+                f"web {name}: orders/trivial req/s, {report['clients']} clients (min-max)",
+                f"{spread(v['ratio'])}; {v['order_rps']['median']:.0f}/{v['trivial_rps']['median']:.0f} req/s, "
+                f"p99 {v['order_p99']['median']:.0f} ms" + (f", {errors} errors" if errors else ""),
+                v["ratio"]["median"],
+                ">= 0.5 (aim 0.7)",
+            )
+        )
+        if "open_p99" in v:
+            rows.append(
+                Row(
+                    f"{key}.open",
+                    f"web {name}: open loop {report['rate']} orders/s, ms p50/p99/max",
+                    f"{v['open_p50']['median']:.1f} / {v['open_p99']['median']:.1f} / {v['open_max']['median']:.0f}"
+                    + (f", {v['open_errors']} timed out" if v["open_errors"] else ""),
+                    v["open_p99"]["median"],
+                    "p99 < 50 ms",
+                )
+            )
+    return rows
+
+
+ROWS: dict[str, Callable[[dict], list[Row]]] = {
+    "serialization": serialization_rows,
+    "recommendations": recommendations_rows,
+    "consumer": consumer_rows,
+    "replay": replay_rows,
+    "live": live_rows,
+    "web": web_rows,
+}
+EXACT = {  # the exactly-once checks each report carries
+    "consumer": lambda r: r["exactly_once"],
+    "replay": lambda r: all(run["exact"] for run in r["runs"]),
+    "recommendations": lambda r: r["counts_ok"],
+}
+
+
+def run_step(name: str, argv: list[str], scratch: Path) -> tuple[dict | None, str, float]:
+    """Run one bench script; its report (None if it failed) and the tail of its output."""
+    out = scratch / f"{name}.json"
+    started = time.monotonic()
+    print(f"== {name}: {' '.join(argv)}", flush=True)
+    done = subprocess.run(
+        [sys.executable, str(BASE_DIR / "bench" / argv[0]), *argv[1:], "--json", str(out)],
+        cwd=BASE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seconds = time.monotonic() - started
+    print(done.stdout.rstrip(), flush=True)
+    report = json.loads(out.read_text()) if out.exists() else None
+    tail = "\n".join(done.stdout.splitlines()[-5:])
+    if done.returncode != 0 and report is None:
+        return None, f"exit {done.returncode}: {tail}", seconds
+    return report, "", seconds
+
+
+def previous_result(results: Path) -> tuple[Path | None, dict]:
+    files = sorted(results.glob("*.json"))
+    if not files:
+        return None, {}
+    data = json.loads(files[-1].read_text())
+    return files[-1], {row["key"]: row for row in data.get("rows", [])}
+
+
+def print_table(rows: list[Row], previous: dict, previous_name: str) -> None:
+    width = max((len(r["what"]) for r in rows), default=20) + 2
+    text_width = max((len(r["text"]) for r in rows), default=10) + 2
+    print(f"{'':<{width}}{'this run':<{text_width}}{'goal':<28}previous ({previous_name})")
+    for row in rows:
+        before = previous.get(row["key"], {}).get("text", "")
+        print(f"{row['what']:<{width}}{row['text']:<{text_width}}{row['goal']:<28}{before}")
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BASE_DIR, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--full", action="store_true", help="the issue's sizes (1,000,000 events; ~1 hour)")
+    size.add_argument("--tiny", action="store_true", help="smallest sizes, to check the driver runs")
+    parser.add_argument("--only", help=f"comma-separated, of {', '.join(STEPS)}")
+    parser.add_argument("--results", type=Path, default=BASE_DIR / "bench" / "results")
+    parser.add_argument("--bootstrap", help="a broker for the consumer and replay benches (else one is started)")
+    args = parser.parse_args()
+    sizes = SIZES["full" if args.full else "tiny" if args.tiny else "default"]
+    steps = args.only.split(",") if args.only else list(STEPS)
+    unknown = set(steps) - set(STEPS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+
+    scratch = Path(tempfile.mkdtemp(prefix="foodsite-benchall-"))
+    scratch.chmod(0o755)  # PostgreSQL's user must get through it, as root
+    broker = postgres = None
+    fill = {}
+    load_before = os.getloadavg()
+    started = datetime.now(UTC)
+    rows: list[Row] = []
+    failures: list[str] = []
+    steps_done: dict[str, dict] = {}
+    args.results.mkdir(parents=True, exist_ok=True)
+    previous_file, previous = previous_result(args.results)
+    out = args.results / f"{started:%Y-%m-%dT%H%M}.json"
+    result = {
+        "started": started.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "size": "full" if args.full else "tiny" if args.tiny else "default",
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "failures": failures,
+        "steps": steps_done,
+    }
+
+    def save() -> None:  # after each step: an interrupted run still leaves what it measured
+        result["minutes"] = round((datetime.now(UTC) - started).total_seconds() / 60, 1)
+        result["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        out.write_text(json.dumps(result, indent=2))
+
+    try:
+        needs = {part for step in steps for part in sizes[step]}
+        if "{bootstrap}" in needs and args.bootstrap:
+            fill["{bootstrap}"] = args.bootstrap
+        elif "{bootstrap}" in needs:
+            broker = LocalKafka(scratch / "kafka", port=free_port())
+            broker.start()
+            broker.wait_ready()
+            fill["{bootstrap}"] = broker.bootstrap_servers
+        if "{database_url}" in needs:
+            postgres = LocalPostgres(scratch / "pg", port=free_port())  # durable, as production runs
+            postgres.start()
+            postgres.wait_ready()
+            fill["{database_url}"] = postgres.create_database("bench")
+        for step in steps:
+            argv = [fill.get(part, part) for part in sizes[step]]
+            report, error, seconds = run_step(step, argv, scratch)
+            steps_done[step] = {"command": " ".join(argv), "seconds": round(seconds, 1), "report": report}
+            if report is None:
+                failures.append(f"{step}: {error}")
+                rows.append(Row(f"{step}.failed", f"{step}: FAILED", error.splitlines()[-1][:100] if error else ""))
+                save()
+                continue
+            try:
+                rows += ROWS[step](report)
+            except (KeyError, TypeError, IndexError) as exc:  # a script's report changed shape
+                failures.append(f"{step}: figures not understood ({exc!r})")
+            if step in EXACT and not EXACT[step](report):
+                failures.append(f"{step}: exactly-once check failed")
+            save()
+    finally:
+        if broker is not None:
+            broker.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    save()
+    print()
+    print(
+        f"make bench, {result['size']} sizes, commit {result['commit']}, {result['minutes']} min, "
+        f"{result['cpus']} CPUs, load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
+    print_table(rows, previous, previous_file.name if previous_file else "none")
+    print(f"written to {out.relative_to(BASE_DIR) if out.is_relative_to(BASE_DIR) else out}")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
