@@ -1,5 +1,6 @@
 """ASGI entry point (daphne): Django's views over HTTP, the live pages' websockets."""
 
+import gc
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,3 +70,8 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# Everything loaded so far (Django, the apps, the URL and template machinery) lives as long as
+# the process: out of the collector's sight, a full collection walks only what requests
+# create, which keeps its pause short under load.
+gc.freeze()
