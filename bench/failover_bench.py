@@ -68,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=4, help="client threads")
+    parser.add_argument("--rate", type=float, default=None, help="orders per second (default: as fast as they go)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="foodsite-failover-bench-"))
@@ -108,7 +109,12 @@ def main() -> None:
         cpu_before = {pid: cpu_seconds(pid) for pid in processes}
         client_before = os.times()
         kill = kill_the_leader_under_load(
-            stack, cluster, args.orders, args.customers, progress=lambda load: print(load.progress(), flush=True)
+            stack,
+            cluster,
+            args.orders,
+            args.customers,
+            args.rate,
+            progress=lambda load: print(load.progress(), flush=True),
         )
         result = kill.result
         caught_up = wait_for(lambda: stack.caught_up("stats", "deliveries"), 600, "consumers never caught up")

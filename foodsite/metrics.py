@@ -144,6 +144,15 @@ class RequestMetricsMiddleware:
         else:
             view = "unmatched"  # a 404 or a redirect before routing: never the raw path
         HTTP_REQUEST_SECONDS.labels(view, request.method, str(response.status_code)).observe(seconds)
+        if seconds * 1000 >= settings.SLOW_REQUEST_MS:
+            log.warning(
+                "slow request: %s %s (%s) %s in %.0f ms",
+                request.method,
+                request.path,
+                view,
+                response.status_code,
+                seconds * 1000,
+            )
 
 
 # -- read at scrape time -----------------------------------------------------------------

@@ -191,6 +191,10 @@ DLQ_WINDOW = int(os.environ.get("DLQ_WINDOW", "100"))
 if not (0 < DLQ_MAX_SHARE <= 1 and DLQ_WINDOW >= 1):
     raise ImproperlyConfigured("DLQ_MAX_SHARE must be in (0, 1] and DLQ_WINDOW at least 1.")
 
+# A web request slower than this (inside Django, middleware included) is logged as a WARNING
+# with its view, status and trace id; the histogram on /metrics has them all.
+SLOW_REQUEST_MS = int(os.environ.get("SLOW_REQUEST_MS", "500"))
+
 # How this deployment's producers encode events: "json" or "avro" (schemas in
 # foodsite/schemas/). Consumers read both whatever this says: the content-type header tells.
 EVENT_FORMAT = os.environ.get("EVENT_FORMAT", "json").strip().lower()

@@ -1,4 +1,4 @@
-"""Customers over real HTTP, as fast as a few threads go: each places an order and pays it.
+"""Customers over real HTTP, as fast as a few threads go or at a fixed rate: each places an order and pays it.
 
 An order costs two requests, as for a browser that already has the menu: the order form
 (POST /) and the card form (POST /orders/<id>/pay/). The CSRF token of one menu page serves
@@ -63,6 +63,7 @@ class OrderLoad:
         email: str | None = None,
         slow_after: float = 0.5,
         timeout: float = 10,
+        rate: float | None = None,
     ) -> None:
         self.urls = urls
         self.orders = orders
@@ -70,6 +71,10 @@ class OrderLoad:
         self.email = email  # each order's customer email (None: the customer gave none)
         self.slow_after = slow_after  # a request slower than this is listed in result.over
         self.timeout = timeout
+        # Orders per second for all customers together, on a fixed schedule (order n starts
+        # n / rate seconds after start(), or at once when the customers are behind); None: as
+        # fast as the threads go, a closed loop that saturates whatever it runs on.
+        self.rate = rate
         self.result = LoadResult()
         self._lock = threading.Lock()
         self._tickets = itertools.count()
@@ -136,6 +141,10 @@ class OrderLoad:
             ticket = next(self._tickets)
             if self.orders is not None and ticket >= self.orders:
                 return
+            if self.rate:
+                due = self.result.started + ticket / self.rate
+                if self._stopping.wait(max(0.0, due - time.monotonic())):
+                    return
             # One or two dishes, so that revenue and dish counts vary between orders.
             cart = {f"qty-{dishes[ticket % len(dishes)]}": str(1 + ticket % 3)}
             if ticket % 2:

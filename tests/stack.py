@@ -121,6 +121,14 @@ def machine_load() -> str:
     return f"machine: load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs, CPU pressure {waiting}"
 
 
+def cpu_pressure() -> float:
+    """The share (%) of the last 10 s some task waited for a CPU (Linux PSI); 0 if unknown."""
+    try:
+        return float(Path("/proc/pressure/cpu").read_text().split()[1].removeprefix("avg10="))
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.5) -> float:
     """Poll until `check()` is true; returns the seconds it took. Always bounded."""
     started = time.monotonic()
@@ -167,6 +175,7 @@ class Stack(Services):
         self.web: list[subprocess.Popen] = []
         self.worker: subprocess.Popen | None = None
         self.beat: subprocess.Popen | None = None
+        self._admin: AdminClient | None = None
         super().__init__(self.home, bootstrap_servers, self.database_url, {**production, **(env or {})})
 
     # -- start and stop -------------------------------------------------------------------
@@ -252,7 +261,24 @@ class Stack(Services):
         dead = [self.log(p)[-2000:] for p in copies if p.poll() is not None]
         assert not dead, f"a consumer exited: {dead}"
 
+    def wait_settled(self, pressure: float = 30, timeout: float = 45) -> float:
+        """The worker and beat started and the cores calm again (CPU pressure over the last
+        10 s below `pressure`%, or `timeout` s passed): a Celery worker starting takes most of a
+        core for seconds, and a test timing requests must not time that. The seconds waited."""
+        started = time.monotonic()
+        for process, ready in ((self.worker, " ready."), (self.beat, "beat: Starting")):
+            if process is not None:
+                wait_for(lambda p=process, r=ready: r in self.log(p), 60, f"{ready!r} never in its log", every=0.3)
+        while cpu_pressure() > pressure and time.monotonic() - started < timeout:
+            time.sleep(0.5)
+        return time.monotonic() - started
+
     # -- what the tests read back -----------------------------------------------------------
+
+    def slow_requests(self) -> list[str]:
+        """The web processes' own "slow request" lines (SLOW_REQUEST_MS): the time inside Django,
+        to tell a slow answer from a client or a daphne that waited for a CPU."""
+        return [line for web in self.web for line in self.log(web).splitlines() if "slow request" in line]
 
     def results(self) -> dict:
         return json.loads(self.manage("shell", "-c", RESULTS).strip().splitlines()[-1])
@@ -288,7 +314,12 @@ class Stack(Services):
         return f"{self.prefix}{logical}"
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        # One client for the stack's life: the tests poll the cluster's metadata every 0.2 s
+        # while a broker is down, and a new client each time (threads, three connections, one
+        # refused) costs the CPU the web processes are being timed on.
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        return self._admin
 
     def events(self, logical: str, timeout: float = 30) -> list[tuple[str, str]]:
         """(event id, order id) of every message on the topic, all partitions, from the start."""

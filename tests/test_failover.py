@@ -48,6 +48,12 @@ EMAILED_ORDERS = 30
 # were saturated (CPU pressure 81%) and a request in 5,000 waited 0.5 s before any broker was
 # touched, queued behind the others; 2 keep the machine below saturation.
 CUSTOMERS = 2
+# Orders per second: a steady shop's traffic, not a closed loop. As fast as 2 customers go
+# (31-40/s) the cores were saturated and a request in 5,000 could wait 0.5 s for a CPU alone
+# (CI: 532 ms, load average 13.6, CPU pressure 81%); what the bound tests is Kafka. The rolling
+# restart times no request, and three JVMs start sooner on cores that are not saturated.
+ORDER_RATE = 20
+ROLLING_RESTART_RATE = 10
 SLOWEST_ALLOWED = 0.5  # seconds for any web request, whatever happens to Kafka
 # The web processes' producers give up on an event after this (KAFKA_DELIVERY_TIMEOUT_MS, the
 # default); the outbox relay takes over 5 s later (OUTBOX_RELAY_AFTER_S).
@@ -71,7 +77,7 @@ def stack(
         database_url=postgres_server.create_database(f"failover_{uuid.uuid4().hex[:8]}"),
         # A database of its own on the session's Redis: no other test's worker takes its tasks.
         celery_broker_url=redis_server.url.rsplit("/", 1)[0] + "/7",
-        env={"KAFKA_REPLICATION_FACTOR": "3"},
+        env={"KAFKA_REPLICATION_FACTOR": "3", "SLOW_REQUEST_MS": "250"},
     )
     try:
         stack.prepare()
@@ -223,12 +229,14 @@ def test_killing_the_leading_broker_under_load_loses_and_doubles_nothing(
 ) -> None:
     test = "1 leader killed"
     pids = consumers_alive(stack)
-    kill = kill_the_leader_under_load(stack, kafka_cluster, ORDERS_DURING_LEADER_KILL, CUSTOMERS)
+    kill = kill_the_leader_under_load(stack, kafka_cluster, ORDERS_DURING_LEADER_KILL, CUSTOMERS, ORDER_RATE)
     result = kill.result
     record(test, load_figures(result), kill.describe())
     assert result.failures == []
     assert len(result.paid) == ORDERS_DURING_LEADER_KILL
-    assert result.slowest <= SLOWEST_ALLOWED, f"a web request took {result.slowest * 1000:.0f} ms"
+    assert result.slowest <= SLOWEST_ALLOWED, (
+        f"a web request took {result.slowest * 1000:.0f} ms; the web's own slow lines: {stack.slow_requests()[-10:]}"
+    )
     assert_exact(stack, test, paid_by_customers=result.paid)
     assert consumers_alive(stack) == pids, "a consumer process died (they must carry on by themselves)"
 
@@ -288,7 +296,7 @@ def test_with_two_brokers_down_orders_wait_in_the_outbox_and_all_arrive_once_one
 def test_a_rolling_restart_of_every_broker_fails_no_request(stack: Stack, kafka_cluster: LocalCluster) -> None:
     test = "3 rolling restart"
     steps = []
-    load = OrderLoad(stack.urls, threads=2).start()
+    load = OrderLoad(stack.urls, threads=CUSTOMERS, rate=ROLLING_RESTART_RATE).start()
     try:
         for node in kafka_cluster.nodes:
             started = time.monotonic()
@@ -321,7 +329,7 @@ def owned_partitions(log: str) -> set[tuple[str, int]]:
 def test_a_killed_consumer_copy_hands_its_partitions_to_the_other(stack: Stack) -> None:
     test = "4 consumer copy killed"
     victim, other = stack.consumers["stats"]
-    load = OrderLoad(stack.urls, threads=2).start()
+    load = OrderLoad(stack.urls, threads=CUSTOMERS, rate=ORDER_RATE).start()
     try:
         wait_for(lambda: load.paid_count >= 100, 60, "the load never got going")
         owned = owned_partitions(stack.log(victim))

@@ -121,3 +121,16 @@ def test_check_deploy_warns_about_metrics_open_too_wide(tmp_path, variables, war
     else:
         assert result.returncode != 0
         assert warning in result.stderr + result.stdout
+
+
+def test_a_request_slower_than_the_setting_is_logged_with_its_view_and_trace(settings, caplog):
+    settings.SLOW_REQUEST_MS = 10_000
+    Client().get("/healthz")
+    assert "slow request" not in caplog.text
+
+    settings.SLOW_REQUEST_MS = 0  # every request is "slow"
+    Client().get("/healthz", HTTP_TRACEPARENT="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    [record] = [r for r in caplog.records if "slow request" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "GET /healthz (healthz) 200 in" in record.getMessage()
+    assert getattr(record, "trace_id", None) == "0af7651916cd43dd8448eb211c80319c"
