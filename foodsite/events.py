@@ -22,6 +22,7 @@ import functools
 import json
 import types
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -233,6 +234,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@functools.lru_cache(maxsize=64)  # a deployment has a handful of content types, every event one
 def _media_type(content_type: str | bytes | None) -> str:
     """'application/json; charset=utf-8' -> 'application/json'; '' when there is none."""
     if isinstance(content_type, bytes):
@@ -269,49 +271,113 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 
 def _from_plain(cls: type, data: Any, path: str) -> Any:
-    if not isinstance(data, dict):
-        raise InvalidEvent(f"{path} is not an object")
+    """The payload dataclass from its plain form (JSON or Avro), checked field by field."""
+    try:
+        return _decoder(cls)(data)
+    except _Bad as bad:
+        raise InvalidEvent(f"{path}{bad.where} {bad.what}") from None
+
+
+class _Bad(Exception):
+    """Bad input below a payload: where (".lines[0].quantity") and what is wrong. The path is
+    built only on the way out of a failure: every consumer decodes every event through here."""
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where, self.what = where, what
+
+    def under(self, parent: str) -> _Bad:
+        self.where = parent + self.where
+        return self
+
+
+Coercer = Callable[[Any], Any]
+
+
+@functools.cache
+def _decoder(cls: type) -> Coercer:
+    """A function from a plain dict to `cls`, built once per payload class from its type hints."""
     hints = _type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            # An optional field added later has a default: older events simply lack it.
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise InvalidEvent(f"{path}.{f.name} is missing")
-        kwargs[f.name] = _coerce(hints[f.name], data[f.name], f"{path}.{f.name}")
-    return cls(**kwargs)
+    fields = [
+        (
+            f.name,
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+            _coercer(hints[f.name], f"{cls.__name__}.{f.name}"),
+        )
+        for f in dataclasses.fields(cls)
+    ]
+
+    def decode_object(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _Bad("", "is not an object")
+        kwargs = {}
+        for name, optional, coerce in fields:
+            if name in data:
+                try:
+                    kwargs[name] = coerce(data[name])
+                except _Bad as bad:
+                    raise bad.under(f".{name}") from None
+            elif not optional:  # an optional field added later has a default: older events lack it
+                raise _Bad(f".{name}", "is missing")
+        return cls(**kwargs)
+
+    return decode_object
 
 
-def _coerce(hint: Any, value: Any, path: str) -> Any:
+def _coercer(hint: Any, where: str) -> Coercer:
     if get_origin(hint) in (types.UnionType, Union):
         # Only `X | None` is supported: an optional field, null or an X.
         options = [arg for arg in get_args(hint) if arg is not type(None)]
         if len(options) != 1 or len(get_args(hint)) != 2:
-            raise TypeError(f"unsupported field type {hint!r} at {path}")  # a schema bug
-        return None if value is None else _coerce(options[0], value, path)
+            raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug
+        inner = _coercer(options[0], where)
+        return lambda value: None if value is None else inner(value)
     if hint is Decimal:
-        # A Decimal comes from Avro's decimal type; JSON gives a string (or int), never one.
-        if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-            raise InvalidEvent(f"{path} must be a decimal string")
-        try:
-            number = Decimal(value)
-        except InvalidOperation as exc:
-            raise InvalidEvent(f"{path} is not a number: {value!r}") from exc
-        if not number.is_finite():
-            raise InvalidEvent(f"{path} is not finite")
-        return number
+        return _decimal
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InvalidEvent(f"{path} must be an integer")
-        return value
+        return _integer
     if hint is str:
-        if not isinstance(value, str):
-            raise InvalidEvent(f"{path} must be a string")
-        return value
+        return _string
     if getattr(hint, "__origin__", None) is list:
-        if not isinstance(value, list):
-            raise InvalidEvent(f"{path} must be a list")
         (item_hint,) = hint.__args__
-        return [_from_plain(item_hint, item, f"{path}[{i}]") for i, item in enumerate(value)]
-    raise TypeError(f"unsupported field type {hint!r} at {path}")  # a schema bug, not bad input
+        item = _coercer(item_hint, where)
+
+        def items(value: Any) -> list:
+            if not isinstance(value, list):
+                raise _Bad("", "must be a list")
+            out = []
+            for i, element in enumerate(value):
+                try:
+                    out.append(item(element))
+                except _Bad as bad:
+                    raise bad.under(f"[{i}]") from None
+            return out
+
+        return items
+    if dataclasses.is_dataclass(hint):
+        return _decoder(hint)
+    raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug, not bad input
+
+
+def _decimal(value: Any) -> Decimal:
+    # A Decimal comes from Avro's decimal type; JSON gives a string (or int), never one.
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise _Bad("", "must be a decimal string")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise _Bad("", f"is not a number: {value!r}") from None
+    if not number.is_finite():
+        raise _Bad("", "is not finite")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad("", "must be an integer")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad("", "must be a string")
+    return value

@@ -575,5 +575,9 @@ def _one_trace(events: list[ConsumedEvent]) -> str:
 def decode_message(message: Message) -> Event:
     """Decode a consumed message by its `content-type` header (JSON or Avro; none means JSON:
     every event from before Avro, and bare producers)."""
-    content_type = next((value for key, value in message.headers() or () if key == "content-type"), None)
+    content_type = None
+    for key, value in message.headers() or ():  # a plain loop: this runs for every event
+        if key == "content-type":
+            content_type = value
+            break
     return decode(message.value(), content_type=content_type)
