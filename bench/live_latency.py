@@ -17,7 +17,8 @@ claimed, picked up and delivered by another courier 1 s later, so that the couri
 stays short). Measured orders go through the real web (requests over HTTP, as the tests'
 http_client does). Each path is split at its live-updates notice, read by this script too: answer -> notice
 announced (the consumer applied and committed the event), announced -> shown (Kafka, the
-web's bridge, websocket, the page's re-fetch, DOM).
+web's bridge, the page read for the socket, websocket, DOM), and that again at the page's
+websocket message (stamped in the browser).
 """
 
 from __future__ import annotations
@@ -54,6 +55,19 @@ OBSERVE_STATUS = """() => { window.__status = {};
       if (s) window.__status[s.textContent.trim()] ??= Date.now(); };
   stamp();
   new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+
+
+# Stamps, in every page of a context, when a websocket message arrives and when a fetch's
+# body has been read (live.js reads a re-fetched page with response.text()): announced ->
+# shown split into the trip to the browser and what the page does then.
+STAMP_HOPS = """window.__hops = {ws: [], fetched: []};
+  const NativeSocket = window.WebSocket;
+  window.WebSocket = class extends NativeSocket {
+    constructor(...args) { super(...args);
+      this.addEventListener('message', () => window.__hops.ws.push(Date.now())); } };
+  const nativeText = Response.prototype.text;
+  Response.prototype.text = async function () {
+    const body = await nativeText.call(this); window.__hops.fetched.push(Date.now()); return body; };"""
 
 
 class Stack:
@@ -228,25 +242,49 @@ def percentiles(values: list[float]) -> dict:
 
 
 def record_hops(
-    hops: dict[str, list[float]], path: str, notice: tuple[float, float] | None, answered: float, shown: float
+    hops: dict[str, list[float]],
+    path: str,
+    notice: tuple[float, float] | None,
+    answered: float,
+    shown: float,
+    page_stamps: dict[str, list[float]],
 ) -> None:
     """Split answer -> shown at the notice: the consumer's part (applied, committed, announced:
-    exact, the notice carries its time) and the rest (Kafka, the web's bridge, websocket, the
-    page's re-fetch, DOM). This script's own read of the notice shows Kafka's share; it shares
-    the process with the browser driver, so it may read later than the web did."""
+    exact, the notice carries its time) and the rest, split again by the page's own stamps
+    (STAMP_HOPS): to the websocket message (Kafka, the web's bridge, the page read for that
+    socket: foodsite.sockets), then the DOM swap (and, when the message was a bare notice,
+    the page's own re-fetch before it). This script's own read of the notice shows Kafka's
+    share; it shares the process with the browser driver, so it may read later than the web did."""
     if notice is None or notice[0] > shown:
         return  # no notice of this stream after the answer: the row came with an earlier one
     announced, read = notice
     hops[f"{path}: answer -> announced"].append(announced - answered)
     hops[f"{path}: announced -> shown"].append(shown - announced)
     hops[f"{path}: (announced -> read by this script)"].append(read - announced)
+    message = next((t for t in page_stamps["ws"] if announced <= t <= shown), None)
+    if message is None:
+        return
+    hops[f"{path}:   announced -> websocket message"].append(message - announced)
+    fetched = next((t for t in page_stamps["fetched"] if message <= t <= shown), None)
+    if fetched is not None:  # the message was a bare notice: the page re-fetched itself
+        hops[f"{path}:   message -> page re-fetched"].append(fetched - message)
+        hops[f"{path}:   re-fetched -> shown"].append(shown - fetched)
+    else:  # the message brought the page
+        hops[f"{path}:   message -> shown"].append(shown - message)
+
+
+def page_stamps(page) -> dict[str, list[float]]:
+    stamps = page.evaluate("window.__hops")
+    return {kind: [t / 1000 for t in stamps[kind]] for kind in ("ws", "fetched")}
 
 
 def measure(stack: Stack, browser, notices: Notices, orders: int, interval: float) -> dict:
     """`orders` measured orders, one every `interval` s: pay -> courier row, steps -> customer status."""
     courier_session = logged_in(stack.url, "courier")
     customer_session = requests.Session()
-    courier_page = browser.new_context().new_page()
+    courier_context = browser.new_context()
+    courier_context.add_init_script(STAMP_HOPS)
+    courier_page = courier_context.new_page()
     courier_page.goto(f"{stack.url}/accounts/login/")
     courier_page.get_by_label("Username").fill("courier")
     courier_page.get_by_label("Password").fill("foodsite-demo")
@@ -254,7 +292,9 @@ def measure(stack: Stack, browser, notices: Notices, orders: int, interval: floa
     courier_page.goto(f"{stack.url}/courier/")
     courier_page.wait_for_selector("body[data-live='open']", state="attached")
     courier_page.evaluate(OBSERVE_ROWS)
-    customer_page = browser.new_context().new_page()
+    customer_context = browser.new_context()
+    customer_context.add_init_script(STAMP_HOPS)
+    customer_page = customer_context.new_page()
 
     pay, step = [], []
     hops: dict[str, list[float]] = defaultdict(list)
@@ -264,7 +304,7 @@ def measure(stack: Stack, browser, notices: Notices, orders: int, interval: floa
         paid_at = time.time()
         seen = courier_page.wait_for_function(f"window.__rows['{order_id}']", timeout=60_000).json_value() / 1000
         pay.append(seen - paid_at)
-        record_hops(hops, "pay", notices.first_after("courier", paid_at), paid_at, seen)
+        record_hops(hops, "pay", notices.first_after("courier", paid_at), paid_at, seen, page_stamps(courier_page))
 
         # The customer's orders are in a signed cookie: the browser gets the session's.
         cookies = [{"name": c.name, "value": c.value, "url": stack.url} for c in customer_session.cookies]
@@ -290,7 +330,8 @@ def measure(stack: Stack, browser, notices: Notices, orders: int, interval: floa
                 continue
             shown = customer_page.wait_for_function(f"window.__status['{status}']", timeout=60_000).json_value() / 1000
             step.append(shown - answered_at)
-            record_hops(hops, "step", notices.first_after(f"order.{order_id}", answered_at), answered_at, shown)
+            notice = notices.first_after(f"order.{order_id}", answered_at)
+            record_hops(hops, "step", notice, answered_at, shown, page_stamps(customer_page))
         time.sleep(max(0.0, interval - (time.monotonic() - began)))
     courier_page.context.close()
     customer_page.context.close()

@@ -62,9 +62,12 @@ websocket_urlpatterns = [
     path("ws/orders/<uuid:order_id>/", OrderSocket.as_asgi()),
 ]
 
+# Also what a live socket reads its page through (foodsite.sockets.read_page).
+http_application = OneThreadASGIHandler()
+
 application = ProtocolTypeRouter(
     {
-        "http": OneThreadASGIHandler(),
+        "http": http_application,
         # Origin checked against ALLOWED_HOSTS: another site's page cannot open a socket
         # with our visitor's cookies (websockets have no CSRF token).
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

@@ -1,8 +1,11 @@
+import uuid
+from datetime import UTC
 from decimal import Decimal
 
 import factory
 from django.contrib.auth.models import Group, Permission, User
 
+from deliveries.models import Delivery
 from deliveries.permissions import COURIERS_GROUP
 from orders.models import Dish
 
@@ -44,3 +47,18 @@ class CourierFactory(UserFactory):
         group, _ = Group.objects.get_or_create(name=COURIERS_GROUP)
         group.permissions.add(Permission.objects.get(codename="work_as_courier"))
         self.groups.add(group)
+
+
+class DeliveryFactory(factory.django.DjangoModelFactory):
+    """A row of the deliveries projection: placed and paid, on the courier's list."""
+
+    class Meta:
+        model = Delivery
+
+    order_id = factory.LazyFunction(uuid.uuid4)
+    customer_name = factory.Sequence(lambda n: f"Customer {n}")
+    address = "Via Roma 1"
+    items = factory.LazyFunction(lambda: [{"name": "Margherita", "quantity": 1}])
+    total = Decimal("8.50")
+    placed_at = factory.Faker("date_time_this_month", tzinfo=UTC)
+    paid_at = factory.SelfAttribute("placed_at")

@@ -1,5 +1,6 @@
 """The live pages' websockets: who may follow which stream, and a notice announced on the
-real broker reaching the right sockets through this process's bridge."""
+real broker reaching the right sockets through this process's bridge, with the page as that
+socket's browser would GET it, or without it once that browser may no longer read it."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import time
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from confluent_kafka import Producer
 from django.conf import settings
 
 from foodsite.asgi import application
 from foodsite.live import announce, stop_bridge
-from tests.factories import CourierFactory, DishFactory, StaffFactory, UserFactory
+from tests.factories import CourierFactory, DeliveryFactory, DishFactory, StaffFactory, UserFactory
 from tests.web import logged_in, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -67,31 +69,58 @@ def test_a_socket_from_another_site_is_refused():
     assert not may_connect("/ws/courier/", logged_in(CourierFactory()), origin="https://evil.example")
 
 
+def announce_until_received(communicator: WebsocketCommunicator, stream: str) -> dict:
+    """Announce `stream` on the broker until the socket gets a message: the bridge starts
+    reading at the topic's end when the first socket opens."""
+
+    async def receive() -> dict:
+        producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+        deadline = time.monotonic() + 20
+        while True:
+            announce(producer, {stream})
+            producer.flush(5)
+            # (receive_nothing, not a receive with a timeout: that one kills the socket)
+            if not await communicator.receive_nothing(timeout=0.5):
+                return await communicator.receive_json_from()
+            assert time.monotonic() < deadline, f"the notice never reached the {stream} socket"
+
+    return receive()
+
+
 def test_a_notice_on_kafka_reaches_the_streams_sockets_only(client, kafka):
     courier, staff = logged_in(CourierFactory()), logged_in(StaffFactory())
-    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    delivery = DeliveryFactory(customer_name="Ada of the notice")
 
     async def scenario() -> tuple[dict, bool]:
         on_courier = WebsocketCommunicator(application, "/ws/courier/", headers(courier))
         on_stats = WebsocketCommunicator(application, "/ws/stats/", headers(staff))
         assert (await on_courier.connect(timeout=5))[0]
         assert (await on_stats.connect(timeout=5))[0]
-        # The bridge starts reading at the topic's end when the first socket opens:
-        # announce until it is listening.
-        deadline = time.monotonic() + 20
-        while True:
-            announce(producer, {"courier"})
-            producer.flush(5)
-            # (receive_nothing, not a receive with a timeout: that one kills the socket)
-            if not await on_courier.receive_nothing(timeout=0.5):
-                received = await on_courier.receive_json_from()
-                break
-            assert time.monotonic() < deadline, "the notice never reached the courier socket"
+        received = await announce_until_received(on_courier, "courier")
         stats_got_one = not await on_stats.receive_nothing(timeout=1)
         await on_courier.disconnect()
         await on_stats.disconnect()
         return received, stats_got_one
 
     received, stats_got_one = async_to_sync(scenario)()
-    assert received == {"stream": "courier"}
+    assert received["stream"] == "courier"
+    # The courier's page as the courier's browser would GET it, for live.js to swap in.
+    assert 'data-live-region="deliveries"' in received["page"]
+    assert f'data-order-id="{delivery.order_id}"' in received["page"]
+    assert "Ada of the notice" in received["page"]
     assert not stats_got_one
+
+
+def test_a_socket_whose_browser_logged_out_gets_no_page(kafka):
+    courier = logged_in(CourierFactory())
+
+    async def scenario() -> dict:
+        communicator = WebsocketCommunicator(application, "/ws/courier/", headers(courier))
+        assert (await communicator.connect(timeout=5))[0]
+        await database_sync_to_async(courier.logout)()  # the socket stays open, its session is gone
+        received = await announce_until_received(communicator, "courier")
+        await communicator.disconnect()
+        return received
+
+    # Only the notice: the browser re-fetches and gets what a logged-out visitor gets.
+    assert async_to_sync(scenario)() == {"stream": "courier"}

@@ -1,7 +1,8 @@
 // Live pages: a page whose <body data-live-socket="/ws/..."> names a stream opens that
-// websocket; each notice ("this stream changed") re-fetches the page and swaps in every
-// element marked data-live-region="name". The page itself works without any of this:
-// with the socket down it says so and stays a page you can reload.
+// websocket; each notice ("this stream changed") brings the page as the server just read it
+// for this browser (foodsite/sockets.py), or, when it could not, makes us re-fetch it; either
+// way every element marked data-live-region="name" is swapped in. The page itself works
+// without any of this: with the socket down it says so and stays a page you can reload.
 (function () {
   "use strict";
   const path = document.body.dataset.liveSocket;
@@ -11,6 +12,16 @@
   let refreshing = null;    // the refresh under way, if any
   let again = false;        // a notice came during it: refresh once more after
 
+  function swapRegions(html) {
+    const fresh = new DOMParser().parseFromString(html, "text/html");
+    for (const region of document.querySelectorAll("[data-live-region]")) {
+      const name = region.dataset.liveRegion;
+      const next = fresh.querySelector(`[data-live-region="${CSS.escape(name)}"]`);
+      if (next && next.innerHTML !== region.innerHTML) region.innerHTML = next.innerHTML;
+    }
+    document.dispatchEvent(new CustomEvent("foodsite:refreshed"));
+  }
+
   async function refresh() {
     if (refreshing) { again = true; return; }
     refreshing = (async () => {
@@ -18,13 +29,7 @@
         again = false;
         const response = await fetch(location.href, { credentials: "same-origin", headers: { "X-Live-Refresh": "1" } });
         if (!response.ok) break;
-        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-        for (const region of document.querySelectorAll("[data-live-region]")) {
-          const name = region.dataset.liveRegion;
-          const next = fresh.querySelector(`[data-live-region="${CSS.escape(name)}"]`);
-          if (next && next.innerHTML !== region.innerHTML) region.innerHTML = next.innerHTML;
-        }
-        document.dispatchEvent(new CustomEvent("foodsite:refreshed"));
+        swapRegions(await response.text());
       } while (again);
     })();
     try { await refreshing; } catch (error) { console.warn("live refresh failed", error); } finally { refreshing = null; }
@@ -40,7 +45,13 @@
       // while it was away) are gone: re-read once.
       refresh();
     });
-    socket.addEventListener("message", () => refresh());
+    socket.addEventListener("message", (event) => {
+      const notice = JSON.parse(event.data);
+      if (typeof notice.page !== "string") { refresh(); return; }
+      swapRegions(notice.page);
+      // A re-fetch under way may answer with an older page than this one: read once more.
+      if (refreshing) again = true;
+    });
     socket.addEventListener("close", () => {
       // Dropped, or refused at the handshake (logged out): retry, slower and slower.
       document.body.dataset.live = "closed";
