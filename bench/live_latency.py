@@ -361,6 +361,9 @@ def bench(orders: int, load: int) -> dict:
             browser = launch_chromium(playwright)
             report["light"] = measure(stack, browser, notices, orders, interval=1.0)
             print_phase(report, "light")
+            if not load:  # --load 0: the light phase only
+                browser.close()
+                return report
             background = BackgroundLoad(bootstrap, load)
             loaded_from = time.monotonic()
             background.start()
@@ -374,7 +377,7 @@ def bench(orders: int, load: int) -> dict:
     finally:
         notices.stop()
         stack.stop()
-    report["load_average"] = os.getloadavg()
+        report["load_average"] = os.getloadavg()
     return report
 
 
@@ -397,13 +400,16 @@ def print_report(report: dict) -> None:
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in report['load_average'])}")
     print(f"{'':<52}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     for load in ("light", "loaded"):
-        print_phase(report, load)
+        if load in report:
+            print_phase(report, load)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=30, help="measured orders per load")
-    parser.add_argument("--load", type=int, default=100, help="background orders a second in the loaded phase")
+    parser.add_argument(
+        "--load", type=int, default=100, help="background orders a second in the loaded phase (0: no loaded phase)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     report = bench(args.orders, args.load)

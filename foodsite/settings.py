@@ -179,7 +179,10 @@ KAFKA_PRODUCER = {
     # Short on purpose: an event Kafka has not acknowledged by then is the outbox relay's
     # job, and the relay must not send what a producer still holds (a duplicate).
     "delivery.timeout.ms": int(os.environ.get("KAFKA_DELIVERY_TIMEOUT_MS", "10000")),
-    "linger.ms": int(os.environ.get("KAFKA_LINGER_MS", "5")),
+    # No linger: a customer's page waits for each event, and librdkafka still batches what
+    # queues while a request is in flight (bench/README.md, live latency: p50 -8 ms, no loss
+    # of orders/s measured). Raise it for bulk producers.
+    "linger.ms": int(os.environ.get("KAFKA_LINGER_MS", "0")),
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
 
