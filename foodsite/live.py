@@ -2,12 +2,13 @@
 
     consumer process ──commit──▶ announce(streams) ──▶ [live-updates] ──▶ LiveBridge (one per
     web process, reads every notice) ──▶ Channels group "<stream>" in that process ──▶
-    websockets (foodsite.sockets) ──▶ live.js re-fetches the page's live regions
+    websockets (foodsite.sockets: each reads its page as its browser would) ──▶ live.js swaps
+    the page's live regions
 
 A notice says only which stream changed ("courier", "stats", "order.<id>"), never what:
-the browser re-reads the page through the ordinary view, with its login and permission
-checks, so a socket cannot leak data and a missed notice costs at most one stale view
-until the next one (or a reload).
+each socket then reads its page through the ordinary view, with its browser's cookies and
+so its login and permission checks (foodsite.sockets), so a socket cannot leak data, and a
+missed notice costs at most one stale view until the next one (or a reload).
 
 Why a Kafka topic and not a cross-process channel layer: the embedded default has no Redis
 to spare, and Kafka is already the one thing every process talks to. Each web process reads
