@@ -9,40 +9,59 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
 django.setup(set_prefix=False)  # first: the imports below need the apps loaded
 
-from asgiref.sync import ThreadSensitiveContext  # noqa: E402
+from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.core import signals  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.core.handlers.asgi import get_script_prefix as script_prefix_of  # noqa: E402
+from django.core.handlers.base import BaseHandler  # noqa: E402
+from django.http import HttpResponseBase  # noqa: E402
+from django.urls import Resolver404, path, resolve, set_script_prefix  # noqa: E402
 
 from foodsite.sockets import CourierSocket, OrderSocket, StatsSocket  # noqa: E402
 
 
 class OneThreadASGIHandler(ASGIHandler):
     """Django's ASGI handler, running every request's sync code in a fixed set of threads
-    per process (settings.WEB_SYNC_THREADS: one on SQLite, a few on PostgreSQL).
+    per process (settings.WEB_SYNC_THREADS: one on SQLite, a few on PostgreSQL), in one
+    switch to that thread per request.
 
-    Django's own gives each request a thread of its own (a fresh thread, so a fresh database
-    connection, per request). On SQLite those threads then fight for the one write lock,
-    and a loser sleeps in SQLite's busy handler: under 32 concurrent clients the order
-    page's p99 was 1.45 s. One thread keeps one connection and queues requests fairly
-    (bench/web_bench.py: trivial view 438 -> 773 req/s, orders 137 -> 238 req/s, p99 of
-    orders 1.45 s -> 0.28 s). PostgreSQL has no such lock, but one thread waits out every
+    Threads: Django's own handler gives each request a thread of its own (a fresh thread, so
+    a fresh database connection, per request). On SQLite those threads then fight for the
+    one write lock, and a loser sleeps in SQLite's busy handler: under 32 concurrent clients
+    the order page's p99 was 1.45 s. One thread keeps one connection and queues requests
+    fairly (bench/web_bench.py: trivial view 438 -> 773 req/s, orders 137 -> 238 req/s, p99
+    of orders 1.45 s -> 0.28 s). PostgreSQL has no such lock, but one thread waits out every
     round trip and every commit's flush alone: a few threads, each keeping its connection
     (CONN_MAX_AGE), overlap those waits, and their commits share one flush (see
     bench/README.md). A request goes to the thread with the fewest requests under way.
+
+    One switch: Django's async path runs each sync middleware's process_request and
+    process_response, and each process_view, through sync_to_async of its own: about fifteen
+    switches between the event loop and the thread for every page, each a wake-up of two
+    threads and a hand-over of the GIL. A request for a sync view (all of ours but one) runs
+    instead the whole sync chain, as under WSGI, with the request's start and end signals,
+    in one switch (bench/README.md, "Web"). Async views (stats.views.dashboard,
+    whose Kafka view may wait seconds for a broker that is down) keep Django's async path, so
+    they wait on the loop, not on a thread others queue for; so do static files (a dictionary
+    look-up on the loop, foodsite.static_files).
+
     The price: a slow sync view holds up the requests queued on its thread, so views that
-    wait on something else than the database are async and wait off these threads
-    (stats.views.dashboard, whose Kafka view may take seconds when the broker is down).
-    Scale a site with more web processes, not threads."""
+    wait on something else than the database are async. Scale a site with more web
+    processes, not threads."""
 
     def __init__(self, threads: int | None = None) -> None:
-        super().__init__()
+        super().__init__()  # the async chain: async views and static files
         count = threads if threads is not None else settings.WEB_SYNC_THREADS
         self._threads = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"django-{n}") for n in range(count)]
         self._busy = [0] * count
+        self._sync_chain = BaseHandler()  # the same middleware, built as under WSGI
+        self._sync_chain.load_middleware(is_async=False)
+        self._static_prefix = f"/{settings.STATIC_URL.lstrip('/')}"
 
     async def __call__(self, scope: dict, receive, send) -> None:
         # As ASGIHandler.__call__, but its per-request ThreadSensitiveContext runs the sync
@@ -54,6 +73,49 @@ class OneThreadASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             self._busy[lane] -= 1
+
+    async def handle(self, scope: dict, receive, send) -> None:
+        script_name = script_prefix_of(scope)
+        path_info = scope["path"].removeprefix(script_name) if script_name else scope["path"]
+        if path_info.startswith(self._static_prefix) or _is_async_view(path_info):
+            await super().handle(scope, receive, send)  # on the loop, as Django does it
+            return
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(script_name)
+        try:
+            response = await sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            await self.send_response(response, send)
+            if response.streaming:  # its iterator ran while sending: its end comes after it
+                await sync_to_async(response.close, thread_sensitive=True)()
+        finally:
+            body_file.close()
+
+    def _respond(self, scope: dict, body_file) -> HttpResponseBase:
+        """A request to a sync view, start to end, on the lane's thread: the request_started
+        signal, the request, the whole middleware chain and the view and, for a response whose
+        body is rendered already, the request's end (response.close(): request_finished, the
+        connections' age check). Django ends it after the bytes are sent, in a switch of its
+        own; nothing of the request is needed to send them."""
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            response = error_response
+        else:
+            response = self._sync_chain.get_response(request)
+            response._handler_class = self.__class__
+        if not response.streaming:
+            response.close()
+        return response
+
+
+def _is_async_view(path_info: str) -> bool:
+    try:
+        return iscoroutinefunction(resolve(path_info).func)
+    except Resolver404:
+        return False  # Django's 404, from the sync chain like any page
 
 
 websocket_urlpatterns = [
