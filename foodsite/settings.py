@@ -94,11 +94,14 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+ON_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+if ON_SQLITE:
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Web and every consumer write the same file at once: WAL lets readers run beside a
     # writer, IMMEDIATE takes the write lock up front (no upgrade deadlocks), and the
-    # timeout makes a busy database wait instead of failing.
+    # timeout makes a busy database wait instead of failing. Django's backend, but for how
+    # BEGIN waits for the lock (foodsite/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "foodsite.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -108,9 +111,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Threads per web process for Django's sync code (foodsite.asgi.OneThreadASGIHandler), each
 # keeping its database connection: one on SQLite (one writer at a time anyway), a few on
 # PostgreSQL so that one request's round trips and commit flush overlap another's.
-WEB_SYNC_THREADS = int(
-    os.environ.get("WEB_SYNC_THREADS", "1" if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else "4")
-)
+WEB_SYNC_THREADS = int(os.environ.get("WEB_SYNC_THREADS", "1" if ON_SQLITE else "4"))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -56,7 +56,7 @@ def django_db_modify_db_settings(request: pytest.FixtureRequest, tmp_path_factor
     letting it wait, so tests racing requests or consumers in threads could not run on it."""
     default = django_settings.DATABASES["default"]
     if not on_postgres(request.config):
-        if default["ENGINE"] == "django.db.backends.sqlite3":
+        if default["ENGINE"] == "foodsite.sqlite":
             default.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("sqlite") / "test.sqlite3")
         return
     server: LocalPostgres = request.getfixturevalue("postgres_server")
