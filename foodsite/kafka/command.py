@@ -52,9 +52,11 @@ class ConsumerCommand(BaseCommand):
         if batch_size is None:
             batch_size = REPLAY_BATCH_SIZE if replay else BATCH_SIZE
         runner = ConsumerRunner(self.projection_class(), batch_size=batch_size)
+        events_log = logging.getLogger("foodsite.kafka.events")
+        events_level = events_log.level
         if replay:
             # A progress bar, not a line per event re-read.
-            logging.getLogger("foodsite.kafka.events").setLevel(logging.WARNING)
+            events_log.setLevel(logging.WARNING)
             self._refuse_if_group_running(runner.group)
             runner.reset()
             runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))
@@ -63,6 +65,9 @@ class ConsumerCommand(BaseCommand):
             stats = runner.run(until_caught_up=until_caught_up or replay)
         except DeadLetterLimitExceeded as exc:  # logged by the runner; exit non-zero
             raise CommandError(f"{runner.group} stopped: {exc}") from exc
+        finally:
+            # Called in-process (tests, call_command), a replay must not silence what follows.
+            events_log.setLevel(events_level)
         if replay:
             self.stderr.write("")  # ends the progress bar's line
         self.stdout.write(

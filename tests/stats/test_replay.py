@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from decimal import Decimal
 
 import pytest
@@ -37,6 +38,16 @@ def test_replay_rebuilds_the_same_numbers_from_the_log(client, kafka):
     assert snapshot() == live
     assert live[0] == (3, Decimal("59.50"), Decimal("13.50"))
     assert "7/7 events" in progress.getvalue()  # 4 orders + 3 payments, with a progress bar
+
+
+def test_after_a_replay_in_the_same_process_consumers_log_each_event_again(client, kafka, caplog):
+    call_command("consume_stats", "--replay", stdout=io.StringIO(), stderr=io.StringIO())
+    order_id = place_order(client, {DishFactory(): 1})
+
+    with caplog.at_level(logging.INFO):
+        kafka.drain(SalesProjection())
+
+    assert f"applied order.placed for {order_id}" in caplog.text
 
 
 def test_replay_refuses_while_the_service_runs(kafka):
