@@ -38,7 +38,14 @@ from django.db import (
 from foodsite import tracing
 from foodsite.events import Event, InvalidEvent, decode
 from foodsite.kafka.client_log import client_log_config
-from foodsite.kafka.topics import dead_letter_topic, group_name, logical_name, redrive_topic, topic_name
+from foodsite.kafka.topics import (
+    dead_letter_topic,
+    group_name,
+    leader_moving,
+    logical_name,
+    redrive_topic,
+    topic_name,
+)
 from foodsite.live import announce
 from foodsite.metrics import ConsumerMetrics
 from foodsite.models import ConsumerOffset
@@ -279,9 +286,22 @@ class ConsumerRunner:
         for name in self._logical:
             partitions = self._consumer.list_topics(name, timeout=10).topics[name].partitions
             for partition in partitions:
-                low, high = self._consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=10)
+                low, high = self._end_offsets(TopicPartition(name, partition))
                 total += high - low
         return total
+
+    def _end_offsets(self, tp: TopicPartition, timeout: float = 30) -> tuple[int, int]:
+        # A leader being elected (a broker of the cluster gone) or just set up answers
+        # "not leader" for a moment: ask again rather than fail the replay.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(tp, timeout=10)
+            except KafkaException as exc:
+                if not leader_moving(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("%s: no end offsets for %s[%d] yet: %s", self.group, tp.topic, tp.partition, exc)
+                time.sleep(0.2)
 
     def reset(self) -> None:
         """Forget the projection and the group's position: the next run starts from the

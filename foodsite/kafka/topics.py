@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, OffsetSpec
 from django.conf import settings
 
 ORDERS = "orders"
@@ -17,6 +17,22 @@ SOURCE_TOPICS = (ORDERS, PAYMENTS, DELIVERY_STATUS)
 # "Something changed on this page" notices from the consumers to every web process
 # (foodsite.live). Not events: nothing is rebuilt from them, so they are kept briefly.
 LIVE_UPDATES = "live-updates"
+
+# Broker answers while a partition's leadership is being set up or moved: a just-created
+# topic, or a leader election in a cluster. librdkafka does not flag them retriable.
+LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+}
+
+
+def leader_moving(exc: KafkaException) -> bool:
+    """Whether asking the same thing again in a moment may succeed."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    return error is not None and (error.retriable() or error.code() in LEADER_MOVING)
 
 
 def topic_name(logical: str) -> str:
@@ -129,6 +145,8 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise
     metadata = _wait_for_metadata(admin, [spec.name for spec in specs], timeout)
+    if missing:
+        _wait_for_leaders(admin, metadata, [spec.name for spec in missing], timeout)
     configs = _describe_configs(admin, [spec.name for spec in specs], timeout)
     updated = {
         spec.name: tuple(key for key, value in spec.config.items() if configs[spec.name][key].value != value)
@@ -165,6 +183,28 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float = 3
         )
         for spec in specs
     ]
+
+
+def _wait_for_leaders(admin: AdminClient, metadata: dict, names: list[str], timeout: float) -> None:
+    # The metadata names a leader before that broker has taken the partition on: for a few
+    # milliseconds it answers NOT_LEADER_FOR_PARTITION, and a replay's end-offset read or a
+    # consumer's first fetch right after init would fail on it (seen in CI). Ask each new
+    # partition for its end offset until every leader answers.
+    waiting = [TopicPartition(name, p) for name in names for p in metadata[name].partitions]
+    deadline = time.monotonic() + timeout
+    while waiting and time.monotonic() < deadline:
+        answers = admin.list_offsets({tp: OffsetSpec.latest() for tp in waiting}, request_timeout=timeout)
+        still = []
+        for tp, future in answers.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if not leader_moving(exc):
+                    raise
+                still.append(tp)
+        waiting = still
+        if waiting:
+            time.sleep(0.05)
 
 
 def _describe_configs(admin: AdminClient, names: list[str], timeout: float) -> dict:
