@@ -73,7 +73,11 @@ def test_charts_draw_and_a_live_notice_updates_them_in_place(client, kafka, live
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#stat-orders")).to_have_text("1")
-    page.wait_for_function("() => Chart.getChart('chart-top-dishes') && Chart.getChart('chart-orders-per-minute')")
+    # Chart.js is a deferred script: the numbers can be on screen before it has run.
+    page.wait_for_function(
+        "() => typeof Chart !== 'undefined'"
+        " && Chart.getChart('chart-top-dishes') && Chart.getChart('chart-orders-per-minute')"
+    )
 
     assert chart_data(page, "chart-top-dishes") == {"labels": ["Margherita"], "values": [2]}
     per_minute = chart_data(page, "chart-orders-per-minute")
