@@ -35,6 +35,7 @@ _OUTAGE_TEXT = re.compile(
 )
 # "[thrd:127.0.0.1:9092/1]: 127.0.0.1:9092/1: Connect to ..." -> the broker and the reason.
 _THREAD_PREFIX = re.compile(r"^\[thrd:[^\]]*\]:\s*")
+_BOOTSTRAP_HANDLE = re.compile(r"^\S+/bootstrap:")
 _BROKER_ADDRESS = re.compile(r"(\[[0-9a-fA-F:]+\]:\d+|[\w.-]+:\d+)")
 
 
@@ -49,6 +50,8 @@ class KafkaClientLog:
         # is unreachable and how many failed attempts were held back. One broker of a cluster
         # can be down while the others serve: each has its own WARNING and INFO.
         self._outages: dict[str, list[float | int]] = {}
+        # Addresses whose broker connection was UP in the latest statistics.
+        self._up: set[str] = set()
         self._repeats: dict[tuple[int, str], list[float | int]] = {}  # line -> [first seen, repeats]
 
     # librdkafka calls logger.log(level, "%s [%s] %s", facility, client name, text).
@@ -64,13 +67,12 @@ class KafkaClientLog:
         """librdkafka's periodic statistics: held-back repeats are written when their window is
         over, and a broker's outage ends when librdkafka has it UP again."""
         self._flush_repeats(time.monotonic() - self.repeat_window)
-        if not self._outages:
-            return
         try:
             brokers = json.loads(stats_json).get("brokers", {})
         except ValueError:
             return
         up = {_address(name) for name, b in brokers.items() if b.get("state") == "UP" and b.get("nodeid", -1) >= 0}
+        self._up = up  # one reference swap: read without the lock
         for address in list(self._outages):
             if address in up or (address == "*" and up):
                 self._reachable(address)
@@ -82,6 +84,13 @@ class KafkaClientLog:
 
     def _failed(self, text: str) -> None:
         address = _address(text)
+        if address in self._up and _BOOTSTRAP_HANDLE.match(text):
+            # librdkafka keeps a second connection per address, the bootstrap one, beside the
+            # broker's own; its last attempt of an outage can fail just after the broker's
+            # connection is UP again (seen: the WARNING in the same millisecond as the INFO).
+            # Stale, not a new outage: a real one fails the broker's own connection too.
+            self.logger.debug("Kafka broker %s: a bootstrap connection's attempt failed: %s", address, text)
+            return
         with self._lock:
             if address == "*" and self._outages:  # "1/1 brokers are down": the outage under way
                 address = next(iter(self._outages))

@@ -51,6 +51,24 @@ def test_one_unreachable_broker_of_several_has_its_own_warning(caplog):
     assert not lines(caplog, logging.ERROR)
 
 
+def test_a_bootstrap_connections_late_failure_after_the_broker_is_back_is_not_a_new_outage(caplog):
+    # librdkafka has two connections to one address, the broker's and the bootstrap one; the
+    # bootstrap one's last attempt can fail just after the broker is UP again (seen in CI).
+    caplog.set_level(logging.DEBUG, logger="librdkafka")
+    log = KafkaClientLog(logging.getLogger("librdkafka.test"))
+    log.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", FAIL)
+    log.on_stats('{"brokers": {"127.0.0.1:9092/1": {"state": "UP", "nodeid": 1}, '
+                 '"127.0.0.1:9092/bootstrap": {"state": "CONNECT", "nodeid": -1}}}')  # fmt: skip
+    log.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", FAIL.replace("/1", "/bootstrap"))
+
+    assert len(lines(caplog, logging.WARNING)) == 1
+    assert log.unreachable == set()
+    # The broker's own connection failing is a new outage, even before the next statistics.
+    log.log(logging.ERROR, "%s [%s] %s", "FAIL", "rdkafka#consumer-1", FAIL)
+    assert len(lines(caplog, logging.WARNING)) == 2
+    assert log.unreachable == {"127.0.0.1:9092"}
+
+
 def test_a_real_broker_outage_is_one_warning_and_one_info(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="librdkafka")
     broker = LocalKafka(tmp_path / "kafka", port=free_port())
