@@ -124,7 +124,9 @@ class LiveBridge:
         topic = topic_name(LIVE_UPDATES)
         while not self._stopping.is_set():
             try:
-                partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions
+                # A short wait per try: stop() joins for 5 s, and an unreachable broker would
+                # otherwise hold this thread past it.
+                partitions = consumer.list_topics(topic, timeout=1).topics[topic].partitions
             except KafkaException as exc:
                 log.warning("live bridge waiting for Kafka: %s", exc)
                 partitions = {}
