@@ -23,6 +23,8 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
@@ -48,6 +50,9 @@ from prometheus_client import (  # noqa: E402
     values,
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
+
+if TYPE_CHECKING:
+    from stats.kafka_view import KafkaView
 
 log = logging.getLogger(__name__)
 
@@ -183,44 +188,51 @@ class KafkaCollector:
     def collect(self):
         from stats.kafka_view import kafka_view
 
-        view = kafka_view()
-        yield GaugeMetricFamily("foodsite_kafka_up", "1 if the broker answered this scrape.", 0 if view.error else 1)
-        if view.error:
-            return
-        end = GaugeMetricFamily(
-            "foodsite_kafka_partition_end_offset", "The offset the next event will get.", labels=["topic", "partition"]
-        )
-        for topic in view.topics:
-            for p in topic.partitions:
+        yield from kafka_families(kafka_view())
+
+
+def kafka_families(view: KafkaView) -> Iterator[GaugeMetricFamily]:
+    """The Kafka view as metric families; a partition whose offsets are unknown this time
+    (offline, or its leader moving) has no sample rather than a made-up one."""
+    yield GaugeMetricFamily("foodsite_kafka_up", "1 if the broker answered this scrape.", 0 if view.error else 1)
+    if view.error:
+        return
+    end = GaugeMetricFamily(
+        "foodsite_kafka_partition_end_offset", "The offset the next event will get.", labels=["topic", "partition"]
+    )
+    for topic in view.topics:
+        for p in topic.partitions:
+            if p.high is not None:
                 end.add_metric([topic.name, str(p.partition)], p.high)
-        yield end
-        labels = ["group", "topic", "partition"]
-        lag = GaugeMetricFamily(
-            "foodsite_consumer_lag",
-            "Events of a partition the group has not applied yet (end offset minus its database position).",
-            labels=labels,
-        )
-        position = GaugeMetricFamily(
-            "foodsite_consumer_position",
-            "The group's next offset as stored in its database transaction.",
-            labels=labels,
-        )
-        committed = GaugeMetricFamily(
-            "foodsite_consumer_committed_offset",
-            "The group's offset committed to Kafka (trails the database's by up to one batch).",
-            labels=labels,
-        )
-        for group in view.groups:
-            for p in group.partitions:
-                key = [group.name, p.topic, str(p.partition)]
+    yield end
+    labels = ["group", "topic", "partition"]
+    lag = GaugeMetricFamily(
+        "foodsite_consumer_lag",
+        "Events of a partition the group has not applied yet (end offset minus its database position).",
+        labels=labels,
+    )
+    position = GaugeMetricFamily(
+        "foodsite_consumer_position",
+        "The group's next offset as stored in its database transaction.",
+        labels=labels,
+    )
+    committed = GaugeMetricFamily(
+        "foodsite_consumer_committed_offset",
+        "The group's offset committed to Kafka (trails the database's by up to one batch).",
+        labels=labels,
+    )
+    for group in view.groups:
+        for p in group.partitions:
+            key = [group.name, p.topic, str(p.partition)]
+            if p.stored_lag is not None:
                 lag.add_metric(key, p.stored_lag)
-                if p.stored is not None:
-                    position.add_metric(key, p.stored)
-                if p.committed is not None:
-                    committed.add_metric(key, p.committed)
-        yield lag
-        yield position
-        yield committed
+            if p.stored is not None:
+                position.add_metric(key, p.stored)
+            if p.committed is not None:
+                committed.add_metric(key, p.committed)
+    yield lag
+    yield position
+    yield committed
 
 
 def exposition() -> bytes:

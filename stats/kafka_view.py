@@ -27,7 +27,7 @@ from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from foodsite.kafka.runner import Projection
-from foodsite.kafka.topics import declared_topics, logical_name
+from foodsite.kafka.topics import declared_topics, leader_moving, logical_name
 from foodsite.models import ConsumerOffset
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ TIMEOUT_S = 3.0  # the whole view's budget
 @dataclass(frozen=True)
 class PartitionOffsets:
     partition: int
-    low: int | None  # the earliest retained offset (None: offline, nobody to ask)
+    # None: unknown this time (offline, nobody to ask; or its leader moving, ask again later)
+    low: int | None  # the earliest retained offset
     high: int | None  # the end: the offset the next event will get
     leader: int = -1  # broker id; -1: no leader, the partition is offline
     replicas: tuple[int, ...] = ()
@@ -46,7 +47,7 @@ class PartitionOffsets:
 
     @property
     def retained(self) -> int:
-        return 0 if self.offline else self.high - self.low
+        return 0 if self.low is None or self.high is None else self.high - self.low
 
     @property
     def offline(self) -> bool:
@@ -88,15 +89,18 @@ class GroupPartition:
 
     @property
     def lag(self) -> int | None:
-        if self.end is None:
-            return None  # offline: the end is not known
         # Nothing committed yet: the runner starts at the earliest retained event.
-        return self.end - (self.low if self.committed is None else self.committed)
+        start = self.low if self.committed is None else self.committed
+        if self.end is None or start is None:
+            return None  # offline, or its leader moving: not known this time
+        return self.end - start
 
     @property
-    def stored_lag(self) -> int:
+    def stored_lag(self) -> int | None:
         """Lag from the runner's real position, the one in the database (/metrics)."""
-        return self.end - self.stored if self.stored is not None else self.lag
+        if self.end is None or self.stored is None:
+            return self.lag
+        return self.end - self.stored
 
     @property
     def done_percent(self) -> float:
@@ -205,6 +209,19 @@ class _Reader:
     def result(self, future: concurrent.futures.Future):
         return future.result(timeout=self.remaining())
 
+    def offsets(self, futures: dict) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> offset, for the partitions that answered. One whose leader is
+        moving (an election on the cluster) is left out, shown unknown like an offline one for
+        this refresh, rather than failing the whole view."""
+        answered = {}
+        for tp, future in futures.items():
+            try:
+                answered[(tp.topic, tp.partition)] = self.result(future).offset
+            except KafkaException as exc:
+                if not leader_moving(exc):
+                    raise
+        return answered
+
     def read(self) -> KafkaView:
         metadata = self.admin.list_topics(timeout=self.remaining())
         # The system's topics, in declaration order, as far as they exist.
@@ -246,8 +263,7 @@ class _Reader:
             for group in asked
         }
 
-        low = {(tp.topic, tp.partition): self.result(f).offset for tp, f in lows.items()}
-        high = {(tp.topic, tp.partition): self.result(f).offset for tp, f in highs.items()}
+        low, high = self.offsets(lows), self.offsets(highs)
         topics = [
             TopicOffsets(
                 logical_name(name),
