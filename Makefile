@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
 run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
-	$(PY) -m foodsite.launcher
+	$(PY) -m devstack.launcher
 
 # The whole suite on SQLite, then every database write path again on PostgreSQL.
 test: setup system-deps
@@ -38,7 +38,7 @@ $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 
 # Debian's chromium for the browser tests, a compose CLI to validate docker-compose.yaml (the
 # docker engine itself is not needed), PostgreSQL and Redis for the PostgreSQL pass of the tests
-# and the cluster profile. Only their binaries are used: foodsite.localpostgres/localredis run
+# and the cluster profile. Only their binaries are used: devstack.postgres_server and devstack.redis_server run
 # their own servers on their own ports and directories, whether Debian's services run or not.
 system-deps: server-deps
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }

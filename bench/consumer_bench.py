@@ -93,8 +93,8 @@ def child_bare(total: int, batch_size: int) -> dict:
     from confluent_kafka import Consumer
     from django.conf import settings
 
-    from foodsite.events import decode
-    from foodsite.kafka.topics import topic_name
+    from contract.events import decode
+    from eventing.topics import topic_name
 
     consumer = Consumer(
         {
@@ -124,7 +124,7 @@ def child_runner(total: int, batch_size: int) -> dict:
     """(b, c) the stats service: ConsumerRunner + SalesProjection, offsets in the same transaction."""
     from django.db import connection
 
-    from foodsite.kafka.runner import ConsumerRunner, RunStats
+    from eventing.runner import ConsumerRunner, RunStats
     from stats.projection import SalesProjection
     from stats.selectors import dish_sales, sales_totals
 
@@ -216,7 +216,7 @@ def bench(
     baseline: Path | None = None,
 ) -> dict:
     """Run the benchmark; its figures as a dict (printed by main, collected by `make bench`)."""
-    from foodsite.localkafka import LocalKafka, free_port
+    from devstack.kafka_node import LocalKafka, free_port
 
     work = tempfile.mkdtemp(prefix="foodsite-bench-")
     broker = None
@@ -241,8 +241,8 @@ def bench(
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     try:
         setup_django(work)
-        from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
-        from tests.streams import OrderStream
+        from eventing.topics import admin_client, declared_topics, ensure_topics
+        from harness.streams import OrderStream
 
         ensure_topics(admin_client(), declared_topics())
         started = time.monotonic()

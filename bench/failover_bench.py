@@ -4,7 +4,7 @@ tests/test_failover.py's first test, at scale.
 
     .venv/bin/python bench/failover_bench.py [--orders 50000] [--customers 4]
 
-Starts its own production shape (foodsite.localcluster's three KRaft nodes, RF 3,
+Starts its own production shape (devstack.kafka_cluster's three KRaft nodes, RF 3,
 min.insync.replicas=2, acks=all; PostgreSQL and Redis from Debian's packages; two daphne web
 processes, two copies of the stats and deliveries consumers, the Celery worker and beat:
 tests/stack.py) and drives it with tests/load.py: a few threads of customers, each order two
@@ -35,12 +35,12 @@ import django  # noqa: E402
 
 django.setup()
 
-from foodsite.localcluster import LocalCluster  # noqa: E402
-from foodsite.localkafka import free_port  # noqa: E402
-from foodsite.localpostgres import LocalPostgres  # noqa: E402
-from foodsite.localredis import LocalRedis  # noqa: E402
-from tests.scenarios import kill_the_leader_under_load  # noqa: E402
-from tests.stack import Stack, machine_load, wait_for  # noqa: E402
+from devstack.kafka_cluster import LocalCluster  # noqa: E402
+from devstack.kafka_node import free_port  # noqa: E402
+from devstack.postgres_server import LocalPostgres  # noqa: E402
+from devstack.redis_server import LocalRedis  # noqa: E402
+from harness.scenarios import kill_the_leader_under_load  # noqa: E402
+from harness.stack import Stack, machine_load, wait_for  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float | None:

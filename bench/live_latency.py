@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/live_latency.py [--orders 30] [--load 100] [--json results.json]
 
-Starts the run command's stack (`python -m foodsite.launcher`: its own broker, SQLite, daphne,
+Starts the run command's stack (`python -m devstack.launcher`: its own broker, SQLite, daphne,
 every consumer, the worker) and a real headless Chromium (Debian's, as tests/browser.py starts
 it) with the courier's page and a customer's order page open, each stamped by a
 MutationObserver (Date.now(), the same wall clock as this script's time.time()). Two paths:
@@ -43,8 +43,8 @@ import requests
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from foodsite.localkafka import free_port  # noqa: E402
-from tests.http_client import logged_in, order_and_pay  # noqa: E402
+from devstack.kafka_node import free_port  # noqa: E402
+from harness.http_client import logged_in, order_and_pay  # noqa: E402
 
 OBSERVE_ROWS = """() => { window.__rows = {};
   const stamp = () => { for (const row of document.querySelectorAll('tr[data-order-id]'))
@@ -91,7 +91,7 @@ class Stack:
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "foodsite.launcher"],
+                [sys.executable, "-m", "devstack.launcher"],
                 cwd=BASE_DIR,
                 env=env,
                 stdout=sink,
@@ -138,7 +138,8 @@ class Notices:
     def _run(self) -> None:
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-        from foodsite.kafka.topics import LIVE_UPDATES, topic_name
+        from eventing.topics import topic_name
+        from live.notices import LIVE_UPDATES
 
         consumer = Consumer(
             {"bootstrap.servers": self.bootstrap, "group.id": "bench-live", "enable.auto.commit": False}
@@ -189,14 +190,14 @@ class BackgroundLoad:
         self._producer.flush(30)
 
     def _publish(self, payload: object) -> None:
-        from foodsite.events import Event
-        from foodsite.kafka.topics import topic_name
+        from contract.events import Event
+        from eventing.topics import topic_name
 
         event = Event(payload)
         self._producer.produce(topic_name(payload.TOPIC), key=event.key.encode(), value=event.to_json())
 
     def _run(self) -> None:
-        from foodsite.events import (
+        from contract.events import (
             DeliveryClaimed,
             DeliveryDelivered,
             DeliveryPickedUp,
@@ -252,7 +253,7 @@ def record_hops(
     """Split answer -> shown at the notice: the consumer's part (applied, committed, announced:
     exact, the notice carries its time) and the rest, split again by the page's own stamps
     (STAMP_HOPS): to the websocket message (Kafka, the web's bridge, the page read for that
-    socket: foodsite.sockets), then the DOM swap (and, when the message was a bare notice,
+    socket: live.sockets), then the DOM swap (and, when the message was a bare notice,
     the page's own re-fetch before it). This script's own read of the notice shows Kafka's
     share; it shares the process with the browser driver, so it may read later than the web did."""
     if notice is None or notice[0] > shown:
@@ -342,7 +343,7 @@ def bench(orders: int, load: int) -> dict:
     """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser import launch_chromium
+    from harness.browser import launch_chromium
 
     stack = Stack()
     stack.start()

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/outage_logs.py [--outage 10] [--orders-per-second 2]
 
-Starts its own broker (python -m foodsite.localkafka) and the launcher against it (so the
+Starts its own broker (python -m devstack.kafka_node) and the launcher against it (so the
 broker can be killed and restarted under the running stack), places orders over HTTP at a
 steady rate, kills the broker with SIGKILL, starts it again after --outage seconds, waits
 until an order placed after that reaches the staff page, then stops everything and prints
@@ -29,8 +29,8 @@ import requests
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from foodsite.localkafka import LocalKafka, free_port  # noqa: E402
-from tests.http_client import logged_in, order_and_pay  # noqa: E402
+from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
+from harness.http_client import logged_in, order_and_pay  # noqa: E402
 
 LINE = re.compile(r"^\S+ (?P<process>\S+)\s*\| (?P<text>.*)$")
 LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
@@ -53,7 +53,7 @@ def main() -> int:
     log_path = home / "launcher.log"
     with log_path.open("wb") as sink:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "foodsite.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "devstack.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     stop_load = threading.Event()
     placed = collections.Counter()

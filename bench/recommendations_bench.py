@@ -47,8 +47,8 @@ def main() -> int:
     from django.db import transaction
     from django.db.models import F
 
-    from foodsite.events import Event, OrderLine, OrderPlaced
-    from foodsite.kafka.runner import ConsumedEvent
+    from contract.events import Event, OrderLine, OrderPlaced
+    from eventing.projection import ConsumedEvent
     from recommendations.models import DishPair, PopularBucket
     from recommendations.projection import RecommendationProjection
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(BASE_DIR))
 
 def bench(events: int, runs: int, debug: bool = False, bootstrap: str | None = None) -> dict:
     """Preload, replay `runs` times; the figures as a dict (printed by main, collected by `make bench`)."""
-    from foodsite.localkafka import LocalKafka, free_port
+    from devstack.kafka_node import LocalKafka, free_port
 
     work = tempfile.mkdtemp(prefix="foodsite-replay-")
     broker = None
@@ -58,9 +58,9 @@ def bench(events: int, runs: int, debug: bool = False, bootstrap: str | None = N
         django.setup()
         from django.core.management import call_command
 
-        from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
+        from eventing.topics import admin_client, declared_topics, ensure_topics
+        from harness.streams import OrderStream
         from stats.selectors import dish_sales, sales_totals
-        from tests.streams import OrderStream
 
         call_command("migrate", verbosity=0)
         ensure_topics(admin_client(), declared_topics())

@@ -30,8 +30,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from foodsite.localkafka import LocalKafka, free_port  # noqa: E402
-from foodsite.localpostgres import LocalPostgres  # noqa: E402
+from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
+from devstack.postgres_server import LocalPostgres  # noqa: E402
 
 STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "web")
 WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"

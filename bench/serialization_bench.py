@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serialization_bench.py [--events 20000] [--repeat 5]
 
-Encodes and decodes the same event N times with `foodsite.events.encode` / `decode` (the
+Encodes and decodes the same event N times with `contract.events.encode` / `decode` (the
 code producers and consumers run, validation included) and prints events/s for encode,
 decode and both, and the bytes per event, for each format. The best of --repeat runs
 counts. No broker, no database: only the codec. "zlib batch" is the bytes per event of 200
@@ -29,7 +29,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
 
 
 def sample_event():
-    from foodsite.events import Event, OrderLine, OrderPlaced
+    from contract.events import Event, OrderLine, OrderPlaced
 
     lines = [
         OrderLine(1, "Margherita", 2, Decimal("8.50"), Decimal("2.40")),
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
-    from foodsite.events import Event, decode, encode
+    from contract.events import Event, decode, encode
 
     event = sample_event()
     works = {}

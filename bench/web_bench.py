@@ -7,7 +7,7 @@ and on PostgreSQL, with Kafka up and down, one or more daphne processes.
         [--rate 150] [--open-seconds 8] [--no-durable] [--json results.json]
 
 Starts its own stack: a local broker, a SQLite file and/or a local PostgreSQL server
-(foodsite.localpostgres, durable unless --no-durable), the demo menu, and for each variant
+(devstack.postgres_server, durable unless --no-durable), the demo menu, and for each variant
 its daphne process(es) in production settings (DEBUG off, collected static files, plain HTTP
 on loopback). Several processes share one listening socket (`daphne --fd`), as a pre-forking
 server would. "Kafka down" is a web process whose broker address refuses connections: the
@@ -47,9 +47,9 @@ import requests
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from foodsite.launcher import wait_http  # noqa: E402
-from foodsite.localkafka import LocalKafka, free_port  # noqa: E402
-from foodsite.localpostgres import LocalPostgres  # noqa: E402
+from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
+from devstack.launcher import wait_http  # noqa: E402
+from devstack.postgres_server import LocalPostgres  # noqa: E402
 
 VEGETA = BASE_DIR / ".local" / "bin" / "vegeta"
 

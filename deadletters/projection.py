@@ -12,10 +12,12 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 from django.conf import settings
 from django.utils import timezone
 
+from contract.events import Event
 from deadletters.models import DeadLetter
-from foodsite.events import Event
-from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import SOURCE_TOPICS, dead_letter_topic, logical_name
+from eventing.headers import DLQ_PREFIX, Header, event_headers
+from eventing.projection import ConsumedEvent, Projection
+from eventing.registry import register
+from eventing.topics import SOURCE_TOPICS, dead_letter_topic, logical_name
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class DeadLetterMessage:
         return self.key.decode(errors="replace") if self.key else "-"
 
 
+@register
 class DeadLetterRecorder(Projection):
     group = "dead-letters"
     topics = tuple(dead_letter_topic(topic) for topic in SOURCE_TOPICS)
@@ -49,8 +52,8 @@ class DeadLetterRecorder(Projection):
         kind, timestamp = message.timestamp()
         payload = DeadLetterMessage(
             dlq_topic=logical_name(message.topic()),
-            headers={k: v for k, v in headers if k.startswith("dlq.")},
-            event_headers=[(k, v) for k, v in headers if not k.startswith(("dlq.", "redrive."))],
+            headers={k: v for k, v in headers if k.startswith(DLQ_PREFIX)},
+            event_headers=event_headers(headers),
             key=message.key(),
             value=message.value(),
             timestamp_ms=None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
@@ -84,19 +87,19 @@ def _letter(consumed: ConsumedEvent) -> DeadLetter:
 
     # A message put in a DLQ by hand, without our headers, is recorded where it sits.
     source = message.dlq_topic.removesuffix(".dlq")
-    topic = logical_name(text("dlq.topic", source))
-    partition = number("dlq.partition", consumed.partition)
-    offset = number("dlq.offset", consumed.offset)
+    topic = logical_name(text(Header.DLQ_TOPIC, source))
+    partition = number(Header.DLQ_PARTITION, consumed.partition)
+    offset = number(Header.DLQ_OFFSET, consumed.offset)
     return DeadLetter(
-        group=text("dlq.group", "").removeprefix(settings.KAFKA_GROUP_PREFIX),
+        group=text(Header.DLQ_GROUP, "").removeprefix(settings.KAFKA_GROUP_PREFIX),
         topic=topic,
         partition=partition,
         offset=offset,
-        origin_topic=logical_name(text("dlq.origin.topic", topic)),
-        origin_partition=number("dlq.origin.partition", partition),
-        origin_offset=number("dlq.origin.offset", offset),
-        attempt=number("dlq.attempt", 1),
-        error=text("dlq.error", "(no dlq.error header)"),
+        origin_topic=logical_name(text(Header.DLQ_ORIGIN_TOPIC, topic)),
+        origin_partition=number(Header.DLQ_ORIGIN_PARTITION, partition),
+        origin_offset=number(Header.DLQ_ORIGIN_OFFSET, offset),
+        attempt=number(Header.DLQ_ATTEMPT, 1),
+        error=text(Header.DLQ_ERROR, "(no dlq.error header)"),
         failed_at=(
             datetime.fromtimestamp(message.timestamp_ms / 1000, UTC) if message.timestamp_ms else timezone.now()
         ),

@@ -10,10 +10,10 @@ from operator import or_
 
 from django.db.models import Count, Max, Q
 
+from contract.events import InvalidEvent, decode
 from deadletters.models import DeadLetter
-from foodsite.events import InvalidEvent, decode
-from foodsite.kafka.topics import group_name, redrive_topic
-from foodsite.models import ConsumerOffset
+from eventing.models import ConsumerOffset
+from eventing.topics import group_name, redrive_topic
 
 PAGE_SIZE = 50
 RAW_SHOWN_BYTES = 2000  # an undecodable value is shown up to this many bytes, escaped

@@ -17,10 +17,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from deadletters.models import DeadLetter
-from foodsite.bulk import update_many
-from foodsite.kafka.producer import producer_config
-from foodsite.kafka.projections import redrivable_groups
-from foodsite.kafka.topics import redrive_topic, topic_name
+from eventing.bulk import update_many
+from eventing.clients import producer_config
+from eventing.headers import Header
+from eventing.registry import redrivable_groups
+from eventing.topics import redrive_topic, topic_name
 
 CHUNK = 1000  # letters per flush and per UPDATE: "all of a group's" can be 100,000
 FLUSH_TIMEOUT_S = 15
@@ -49,7 +50,7 @@ def redrive(letters: QuerySet[DeadLetter]) -> RedriveOutcome:
     where it went. Letters already re-driven are sent again if asked: the projections are
     idempotent."""
     outcome = RedriveOutcome()
-    producer = Producer(producer_config())
+    producer = Producer(producer_config("redrive"))
     partitions: dict[str, int] = {}  # re-drive topic -> partition count
     groups = set(redrivable_groups())
     # The ids first: the rows are updated as they go, and SQLite does not isolate a cursor
@@ -101,11 +102,11 @@ def _send(
                 value=_bytes(letter.value),
                 headers=[
                     *letter.event_headers,
-                    ("redrive.topic", letter.origin_topic.encode()),
-                    ("redrive.partition", str(letter.origin_partition).encode()),
-                    ("redrive.offset", str(letter.origin_offset).encode()),
-                    ("redrive.attempt", str(letter.attempt + 1).encode()),
-                    ("redrive.dead-letter", str(letter.pk).encode()),
+                    (Header.REDRIVE_TOPIC, letter.origin_topic.encode()),
+                    (Header.REDRIVE_PARTITION, str(letter.origin_partition).encode()),
+                    (Header.REDRIVE_OFFSET, str(letter.origin_offset).encode()),
+                    (Header.REDRIVE_ATTEMPT, str(letter.attempt + 1).encode()),
+                    (Header.REDRIVE_DEAD_LETTER, str(letter.pk).encode()),
                 ],
                 on_delivery=report(letter.pk),
                 **where,

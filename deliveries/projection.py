@@ -3,9 +3,7 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from deliveries.models import Delivery
-from foodsite.bulk import update_many
-from foodsite.events import (
+from contract.events import (
     DeliveryClaimed,
     DeliveryDelivered,
     DeliveryPickedUp,
@@ -13,9 +11,12 @@ from foodsite.events import (
     OrderPlaced,
     PaymentSucceeded,
 )
-from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
-from foodsite.live import courier_stream, order_stream
+from deliveries.models import Delivery
+from eventing.bulk import update_many
+from eventing.projection import ConsumedEvent, Projection
+from eventing.registry import register
+from eventing.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
+from live.notices import courier_stream, order_stream
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ UPDATED_FIELDS = [
 ]
 
 
+@register
 class DeliveryProjection(Projection):
     """Deliveries to make: an order becomes one once it is both placed and paid; couriers'
     delivery-status events then move it along (claimed, out for delivery, delivered)."""

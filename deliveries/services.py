@@ -6,10 +6,10 @@ from uuid import UUID
 
 from django.db import transaction
 
+from contract.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
 from deliveries import selectors
 from deliveries.models import Delivery
-from foodsite import outbox
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
+from eventing import outbox
 
 # URL word -> (event, the status the delivery must be in, whether it must be this courier's)
 COURIER_STEPS: dict[str, tuple[type, str, bool]] = {

@@ -1,4 +1,7 @@
-"""ASGI entry point (daphne): Django's views over HTTP, the live pages' websockets."""
+"""ASGI entry point (daphne): Django's views over HTTP, the live pages' websockets.
+
+The one place that routes both, so the one that gives each app's socket (live.sockets) the
+HTTP application its pages are read through."""
 
 import gc
 import os
@@ -22,7 +25,9 @@ from django.core.handlers.base import BaseHandler  # noqa: E402
 from django.http import HttpResponseBase  # noqa: E402
 from django.urls import Resolver404, path, resolve, set_script_prefix  # noqa: E402
 
-from foodsite.sockets import CourierSocket, OrderSocket, StatsSocket  # noqa: E402
+from deliveries.sockets import CourierSocket  # noqa: E402
+from orders.sockets import OrderSocket  # noqa: E402
+from stats.sockets import StatsSocket  # noqa: E402
 
 
 class OneThreadASGIHandler(ASGIHandler):
@@ -118,14 +123,14 @@ def _is_async_view(path_info: str) -> bool:
         return False  # Django's 404, from the sync chain like any page
 
 
-websocket_urlpatterns = [
-    path("ws/courier/", CourierSocket.as_asgi()),
-    path("ws/stats/", StatsSocket.as_asgi()),
-    path("ws/orders/<uuid:order_id>/", OrderSocket.as_asgi()),
-]
-
-# Also what a live socket reads its page through (foodsite.sockets.read_page).
+# Also what a live socket reads its page through (live.sockets.read_page).
 http_application = OneThreadASGIHandler()
+
+websocket_urlpatterns = [
+    path("ws/courier/", CourierSocket.as_asgi(pages=http_application)),
+    path("ws/stats/", StatsSocket.as_asgi(pages=http_application)),
+    path("ws/orders/<uuid:order_id>/", OrderSocket.as_asgi(pages=http_application)),
+]
 
 application = ProtocolTypeRouter(
     {

@@ -4,13 +4,13 @@ import os
 
 from celery import Celery
 
-from foodsite import tracing
+from eventing import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foodsite.settings")
 
 app = Celery("foodsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["foodsite", "notifications"])
+app.autodiscover_tasks(["eventing", "notifications"])
 
-# Tasks carry the trace of whatever queued them (foodsite.tracing).
+# Tasks carry the trace of whatever queued them (eventing.tracing).
 tracing.propagate_through_celery()

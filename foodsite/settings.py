@@ -45,7 +45,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "foodsite",
+    # The layers below the apps (docs/architecture.md, "Layers"): the event machinery (its
+    # label is "foodsite", which keeps its tables), live pages' transport, metrics.
+    "eventing",
+    "live",
+    "observability",
     "orders",
     "deliveries",
     "stats",
@@ -56,8 +60,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: every log line of the request carries its trace id; the histogram times it all.
-    "foodsite.tracing.TraceMiddleware",
-    "foodsite.metrics.RequestMetricsMiddleware",
+    "eventing.tracing.TraceMiddleware",
+    "observability.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "foodsite.static_files.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -131,6 +135,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The site's own files (stylesheet, icon); each app and package has its own static/ too.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Only production serves collected files; locally WhiteNoise finds them in the apps.
 STATIC_ROOT = None if DEBUG else Path(os.environ.get("DJANGO_STATIC_ROOT", BASE_DIR / "staticfiles"))
 STORAGES = {
@@ -187,7 +193,7 @@ KAFKA_PRODUCER = {
     "compression.type": os.environ.get("KAFKA_COMPRESSION", "lz4"),
 }
 
-# Dead-letter limit (foodsite.kafka.runner.DeadLetterLimit): a consumer stops, instead of
+# Dead-letter limit (eventing.dead_letters.DeadLetterLimit): a consumer stops, instead of
 # dead-lettering on, when more than this share of a window of this many events failed: that
 # is a broken deploy or producer, not a bad event. DLQ_MAX_SHARE=1 turns it off.
 DLQ_MAX_SHARE = float(os.environ.get("DLQ_MAX_SHARE", "0.5"))
@@ -200,15 +206,21 @@ if not (0 < DLQ_MAX_SHARE <= 1 and DLQ_WINDOW >= 1):
 SLOW_REQUEST_MS = int(os.environ.get("SLOW_REQUEST_MS", "500"))
 
 # How this deployment's producers encode events: "json" or "avro" (schemas in
-# foodsite/schemas/). Consumers read both whatever this says: the content-type header tells.
+# contract/schemas/). Consumers read both whatever this says: the content-type header tells.
 EVENT_FORMAT = os.environ.get("EVENT_FORMAT", "json").strip().lower()
 if EVENT_FORMAT not in {"json", "avro"}:
     raise ImproperlyConfigured(f"EVENT_FORMAT must be json or avro, not {EVENT_FORMAT!r}.")
 
-# Live pages (foodsite.live): consumers announce changes on the live-updates topic; each web
+# Live pages (live.notices): consumers announce changes on the live-updates topic; each web
 # process forwards them to its own websockets through the in-memory layer.
 LIVE_UPDATES_RETENTION_MS = int(os.environ.get("LIVE_UPDATES_RETENTION_MS", str(3600 * 1000)))
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# The event machinery's hooks and notice topics (eventing.hooks, eventing.topics): after a
+# consumer commits, the live pages hear of it; its counts go to Prometheus.
+EVENTING_NOTICE_TOPICS = {"live-updates": LIVE_UPDATES_RETENTION_MS}
+EVENTING_AFTER_COMMIT = "live.notices.announce_changes"
+EVENTING_METRICS = "observability.metrics.PrometheusMetrics"
 
 # The relay sends outbox events still unsent this long after their commit: past the
 # producer's delivery timeout, so that the producer has given up on them first.
@@ -255,7 +267,7 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Foodsite <orders@food
 # "Popular now" on the menu: units ordered per dish in this many last minutes.
 RECOMMENDATIONS_POPULAR_WINDOW_MIN = int(os.environ.get("RECOMMENDATIONS_POPULAR_WINDOW_MIN", "60"))
 
-# --- Metrics (foodsite/metrics.py, GET /metrics) ---------------------------------------
+# --- Metrics (observability/metrics.py, GET /metrics) ---------------------------------------
 # Every process writes its metrics to files here (prometheus-client's multiprocess mode); the
 # web process's /metrics adds them up. The launcher empties it at start.
 PROMETHEUS_MULTIPROC_DIR = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR", LOCAL_STATE_DIR / "metrics"))
@@ -274,10 +286,10 @@ if LOG_FORMAT not in {"plain", "json"}:
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"trace": {"()": "foodsite.tracing.TraceLogFilter"}},
+    "filters": {"trace": {"()": "eventing.tracing.TraceLogFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s%(trace)s"},
-        "json": {"()": "foodsite.tracing.JsonLogFormatter"},
+        "json": {"()": "eventing.tracing.JsonLogFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["trace"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},

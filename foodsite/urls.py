@@ -4,7 +4,7 @@ from django.urls import include, path
 
 from deliveries import views as deliveries_views
 from foodsite import views as site_views
-from foodsite.metrics import metrics_view
+from observability.metrics import metrics_view
 from orders import views as orders_views
 from stats import views as stats_views
 

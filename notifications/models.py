@@ -30,7 +30,7 @@ class Notification(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     sent_to = models.EmailField(blank=True)
-    # The trace of the request behind the event (foodsite.tracing): the sending task logs under it.
+    # The trace of the request behind the event (eventing.tracing): the sending task logs under it.
     traceparent = models.CharField(max_length=55, blank=True, default="")
 
     class Meta:

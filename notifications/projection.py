@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from foodsite.events import DeliveryDelivered, DeliveryPickedUp, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
-from foodsite.live import order_stream
+from contract.events import DeliveryDelivered, DeliveryPickedUp, OrderPlaced, PaymentSucceeded
+from eventing.projection import ConsumedEvent, Projection
+from eventing.registry import register
+from eventing.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
+from live.notices import order_stream
 from notifications.models import Notification, Recipient
 from notifications.services import schedule_sending
 
@@ -18,6 +19,7 @@ KINDS = {
 }
 
 
+@register
 class NotificationProjection(Projection):
     """One notification per (order, kind), emailed by a Celery task after the commit.
 

@@ -14,8 +14,8 @@ from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from foodsite.kafka.producer import get_publisher
-from foodsite.live import announce, order_stream
+from eventing.producer import get_publisher
+from live.notices import announce, order_stream
 from notifications.models import Notification, Recipient
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def unsent(older_than: timedelta, limit: int = 500) -> list[int]:
 
 
 def _show_on_order_page(notification: Notification) -> None:
-    # The worker changed what the order page lists: tell its open pages (foodsite.live).
+    # The worker changed what the order page lists: tell its open pages (live.notices).
     announce(get_publisher().producer, {order_stream(str(notification.order_id))}, notification.traceparent)
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from foodsite import tracing
+from eventing import tracing
 from notifications import services
 from notifications.models import Notification
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from foodsite import outbox
-from foodsite.events import Event, OrderPlaced, PaymentFailed, PaymentSucceeded
-from foodsite.events import OrderLine as OrderLineEvent
+from contract.events import Event, OrderPlaced, PaymentFailed, PaymentSucceeded
+from contract.events import OrderLine as OrderLineEvent
+from eventing import outbox
 from orders.models import Dish, Order, OrderLine, Payment
 
 MAX_QUANTITY = 50

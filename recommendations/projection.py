@@ -9,12 +9,14 @@ from django.conf import settings
 from django.db import connections, models, router
 from django.utils import timezone
 
-from foodsite.events import OrderPlaced
-from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import ORDERS
+from contract.events import OrderPlaced
+from eventing.projection import ConsumedEvent, Projection
+from eventing.registry import register
+from eventing.topics import ORDERS
 from recommendations.models import CountedOrder, DishPair, PopularBucket
 
 
+@register
 class RecommendationProjection(Projection):
     """Which dishes are ordered together, and which are ordered most right now.
 

@@ -15,17 +15,19 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.base.operations import BaseDatabaseOperations
 from django.db.models import Field
 
-from foodsite.bulk import insert_many, update_many
-from foodsite.events import OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent, Projection
-from foodsite.kafka.topics import ORDERS, PAYMENTS
-from foodsite.live import stats_stream
+from contract.events import OrderPlaced, PaymentSucceeded
+from eventing.bulk import insert_many, update_many
+from eventing.projection import ConsumedEvent, Projection
+from eventing.registry import register
+from eventing.topics import ORDERS, PAYMENTS
+from live.notices import stats_stream
 from stats.models import DishSales, OrdersPerMinute, SalesOrder, SalesTotals
 
 ZERO = Decimal("0")
 STATE_FIELDS = ["order_id", "lines", "total", "food_cost", "placed", "paid", "counted", "paid_at"]
 
 
+@register
 class SalesProjection(Projection):
     """Revenue, food cost (so profit) and units sold per dish, counted at payment.
 

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from eventing.kafka_view import KafkaView, kafka_view
 from stats import selectors
-from stats.kafka_view import KafkaView, kafka_view
 
 
 def _staff_only(user: AbstractBaseUser) -> bool:

@@ -21,13 +21,13 @@ from confluent_kafka.admin import AdminClient
 from django.conf import settings as django_settings
 from django.db import connections
 
-from foodsite.kafka.producer import reset_publisher
-from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
-from foodsite.localcluster import LocalCluster
-from foodsite.localkafka import LocalKafka, free_port
-from foodsite.localpostgres import LocalPostgres
-from foodsite.localredis import LocalRedis
-from tests.kafka_support import KafkaTestBed
+from devstack.kafka_cluster import LocalCluster
+from devstack.kafka_node import LocalKafka, free_port
+from devstack.postgres_server import LocalPostgres
+from devstack.redis_server import LocalRedis
+from eventing.producer import reset_publisher
+from eventing.topics import admin_client, declared_topics, ensure_topics
+from harness.kafka_support import KafkaTestBed
 
 DATABASES = ("sqlite", "postgres")
 
@@ -85,7 +85,7 @@ def django_db_setup(django_db_setup: None, request: pytest.FixtureRequest) -> It
 
 @pytest.fixture
 def process_database_url(request: pytest.FixtureRequest) -> str | None:
-    """The DATABASE_URL for project processes a test starts (tests.processes.Services): None on
+    """The DATABASE_URL for project processes a test starts (harness.processes.Services): None on
     SQLite (they share a file in their home), a fresh database of the session server on PostgreSQL."""
     if not on_postgres(request.config):
         return None

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import pytest
 
-from foodsite.localcluster import LocalCluster
-from foodsite.localpostgres import LocalPostgres
-from foodsite.localredis import LocalRedis
-from tests.load import LoadResult, OrderLoad
-from tests.scenarios import kill_the_leader_under_load
-from tests.stack import Stack, Tally, machine_load, wait_for
+from devstack.kafka_cluster import LocalCluster
+from devstack.postgres_server import LocalPostgres
+from devstack.redis_server import LocalRedis
+from harness.load import LoadResult, OrderLoad
+from harness.scenarios import kill_the_leader_under_load
+from harness.stack import Stack, Tally, machine_load, wait_for
 
 pytestmark = pytest.mark.system
 

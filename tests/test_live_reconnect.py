@@ -7,11 +7,11 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from foodsite.launcher import wait_http
-from foodsite.localkafka import free_port
-from tests.browser import launch_chromium
-from tests.http_client import order_and_pay
-from tests.processes import Services
+from devstack.kafka_node import free_port
+from devstack.launcher import wait_http
+from harness.browser import launch_chromium
+from harness.http_client import order_and_pay
+from harness.processes import Services
 
 pytestmark = pytest.mark.system
 

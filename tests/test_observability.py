@@ -20,8 +20,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from foodsite.localkafka import free_port
-from tests.http_client import logged_in, order_and_pay
+from devstack.kafka_node import free_port
+from harness.http_client import logged_in, order_and_pay
 
 pytestmark = pytest.mark.system
 
@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env.pop(name, None)  # the launcher's own broker and metrics directory, as `make run`
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "foodsite.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "devstack.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     stack = Stack(process, f"http://127.0.0.1:{port}", port, log)
     deadline = time.monotonic() + 180

@@ -12,14 +12,14 @@ from collections import Counter
 import pytest
 import requests
 
-from foodsite.kafka.producer import reset_publisher
-from foodsite.kafka.runner import decode_message
-from foodsite.kafka.topics import admin_client, declared_topics, ensure_topics
-from foodsite.launcher import wait_http
-from foodsite.localkafka import LocalKafka, free_port
-from tests.http_client import logged_in, order_and_pay
-from tests.kafka_support import KafkaTestBed
-from tests.processes import Services
+from devstack.kafka_node import LocalKafka, free_port
+from devstack.launcher import wait_http
+from eventing.producer import reset_publisher
+from eventing.projection import decode_message
+from eventing.topics import admin_client, declared_topics, ensure_topics
+from harness.http_client import logged_in, order_and_pay
+from harness.kafka_support import KafkaTestBed
+from harness.processes import Services
 
 pytestmark = pytest.mark.system
 ORDERS = 200

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from foodsite.launcher import wait_http
-from foodsite.localkafka import free_port
-from tests.http_client import order_and_pay
-from tests.processes import Services
+from devstack.kafka_node import free_port
+from devstack.launcher import wait_http
+from harness.http_client import order_and_pay
+from harness.processes import Services
 
 pytestmark = pytest.mark.system
 
@@ -79,7 +79,7 @@ def test_customers_never_wait_for_a_broker_that_does_not_answer(broker, request,
         pending = services.manage(
             "shell",
             "-c",
-            "from foodsite.models import OutboxEvent; print(OutboxEvent.objects.filter(sent_at=None).count())",
+            "from eventing.models import OutboxEvent; print(OutboxEvent.objects.filter(sent_at=None).count())",
         )
         assert int(pending.strip().splitlines()[-1]) == 2 * ORDERS  # every order and payment kept for the relay
     finally:

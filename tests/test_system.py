@@ -1,4 +1,4 @@
-"""The README's run command, end to end: `python -m foodsite.launcher` starts its own Kafka,
+"""The README's run command, end to end: `python -m devstack.launcher` starts its own Kafka,
 SQLite, the demo data and every process; a real Chromium orders and pays; the courier and
 staff pages show what the consumer processes wrote. Screenshots go to test-artifacts/."""
 
@@ -20,9 +20,9 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from foodsite.localkafka import free_port
-from tests.browser import launch_chromium
-from tests.http_client import order_and_pay
+from devstack.kafka_node import free_port
+from harness.browser import launch_chromium
+from harness.http_client import order_and_pay
 
 pytestmark = pytest.mark.system
 
@@ -50,7 +50,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the launcher starts its own broker, as `make run` does
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "foodsite.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "devstack.launcher"], cwd=BASE_DIR, env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     stack = Stack(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 180

@@ -15,22 +15,23 @@ from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from contract.events import CONTENT_TYPE_AVRO, OrderPlaced
 from deadletters.models import DeadLetter
 from deadletters.projection import DeadLetterRecorder
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
-from foodsite.bulk import insert_many
-from foodsite.events import CONTENT_TYPE_AVRO, OrderPlaced
-from foodsite.kafka.runner import ConsumedEvent, ConsumerRunner, DeadLetterLimitExceeded
-from foodsite.kafka.topics import ORDERS, group_name, topic_name
-from foodsite.localkafka import free_port
-from foodsite.models import ConsumerOffset
+from devstack.kafka_node import free_port
+from eventing.bulk import insert_many
+from eventing.models import ConsumerOffset
+from eventing.projection import ConsumedEvent
+from eventing.runner import ConsumerRunner, DeadLetterLimitExceeded
+from eventing.topics import ORDERS, group_name, topic_name
+from harness.factories import PASSWORD, CourierFactory, DishFactory, StaffFactory
+from harness.processes import BASE_DIR
+from harness.web import logged_in, pay_order, place_order
 from stats.models import SalesTotals
 from stats.projection import SalesProjection
-from tests.factories import PASSWORD, CourierFactory, DishFactory, StaffFactory
-from tests.foodsite.test_runner import RecordingProjection, publish_order
-from tests.processes import BASE_DIR
-from tests.web import logged_in, pay_order, place_order
+from tests.eventing.test_runner import RecordingProjection, publish_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,14 +11,14 @@ from playwright.sync_api import Browser, expect, sync_playwright
 
 from deadletters.models import DeadLetter
 from deadletters.projection import DeadLetterRecorder
-from foodsite.kafka.topics import ORDERS
+from eventing.topics import ORDERS
+from harness.browser import launch_chromium
+from harness.factories import PASSWORD, DishFactory, StaffFactory
+from harness.processes import BASE_DIR
+from harness.web import pay_order, place_order
 from stats.models import SalesTotals
 from stats.projection import SalesProjection
-from tests.browser import launch_chromium
 from tests.deadletters.test_dead_letters import BuggySalesProjection
-from tests.factories import PASSWORD, DishFactory, StaffFactory
-from tests.processes import BASE_DIR
-from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SCREENSHOT = BASE_DIR / "test-artifacts" / "screenshots" / "dead-letters.png"

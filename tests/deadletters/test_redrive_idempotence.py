@@ -13,13 +13,13 @@ from django.utils import timezone
 from deadletters.models import DeadLetter
 from deadletters.services import redrive
 from deliveries.projection import DeliveryProjection
-from foodsite.kafka.runner import Projection
-from foodsite.kafka.topics import ORDERS, PAYMENTS, logical_name
+from eventing.projection import Projection
+from eventing.topics import ORDERS, PAYMENTS, logical_name
+from harness.factories import DishFactory
+from harness.web import pay_order, place_order
 from notifications.projection import NotificationProjection
 from recommendations.projection import RecommendationProjection
 from stats.projection import SalesProjection
-from tests.factories import DishFactory
-from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 import pytest
 
+from contract.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
-from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent
-from tests.factories import CourierFactory, DishFactory, UserFactory
-from tests.web import logged_in, pay_order, place_order
+from eventing.projection import ConsumedEvent
+from harness.factories import CourierFactory, DishFactory, UserFactory
+from harness.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from contract.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event
-from foodsite.kafka.runner import ConsumedEvent, decode_message
-from tests.factories import CourierFactory, DishFactory, UserFactory
-from tests.web import logged_in, pay_order, place_order
+from eventing.projection import ConsumedEvent, decode_message
+from harness.factories import CourierFactory, DishFactory, UserFactory
+from harness.web import logged_in, pay_order, place_order
 
 
 def step(client, order_id: str, name: str):

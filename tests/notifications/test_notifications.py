@@ -16,17 +16,18 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
-from foodsite.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced
-from foodsite.kafka.producer import get_publisher
-from foodsite.kafka.runner import ConsumedEvent, decode_message
-from foodsite.kafka.topics import LIVE_UPDATES, logical_name
+from contract.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp, Event, OrderPlaced
+from eventing.producer import get_publisher
+from eventing.projection import ConsumedEvent, decode_message
+from eventing.topics import logical_name
+from harness.factories import DishFactory
+from harness.web import pay_order, place_order
+from live.notices import LIVE_UPDATES
 from notifications import services
 from notifications.models import Notification, Recipient
 from notifications.projection import NotificationProjection
 from notifications.tasks import send_unsent
-from tests.factories import DishFactory
 from tests.notifications.flaky_email import FlakyBackend
-from tests.web import pay_order, place_order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 
@@ -184,7 +185,7 @@ def test_the_order_page_lists_the_notifications(client, kafka, eager):
     assert "Order received" in page
     assert "Not emailed: no address on the order" in page
     assert 'data-live-region="order-notifications"' in page
-    # ...and both pages were told to refresh that region (foodsite.live).
+    # ...and both pages were told to refresh that region (live.notices).
     notices = {m.key().decode() for m in kafka.read_topic(LIVE_UPDATES)}
     assert {f"order.{with_email}", f"order.{without}"} <= notices
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from foodsite.kafka.runner import decode_message
+from eventing.projection import decode_message
+from harness.factories import DishFactory
+from harness.web import place_order
 from orders.models import Order
-from tests.factories import DishFactory
-from tests.web import place_order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 

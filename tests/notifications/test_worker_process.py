@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from foodsite.events import DeliveryPickedUp, Event, OrderLine, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.producer import get_publisher
-from tests.processes import Services
+from contract.events import DeliveryPickedUp, Event, OrderLine, OrderPlaced, PaymentSucceeded
+from eventing.producer import get_publisher
+from harness.processes import Services
 
 pytestmark = [pytest.mark.system, pytest.mark.db_write]
 

@@ -9,12 +9,12 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from foodsite.events import CONTENT_TYPE_AVRO, CONTENT_TYPE_JSON, OrderPlaced, PaymentFailed, PaymentSucceeded
-from foodsite.kafka.runner import decode_message
+from contract.events import CONTENT_TYPE_AVRO, CONTENT_TYPE_JSON, OrderPlaced, PaymentFailed, PaymentSucceeded
+from eventing.projection import decode_message
+from harness.factories import DishFactory
+from harness.kafka_support import murmur2_partition
+from harness.web import GOOD_CARD
 from orders.models import Order
-from tests.factories import DishFactory
-from tests.kafka_support import murmur2_partition
-from tests.web import GOOD_CARD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

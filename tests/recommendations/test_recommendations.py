@@ -14,15 +14,15 @@ import pytest
 from django.core.management import call_command
 from django.db import connections, transaction
 
-from foodsite.events import Event, OrderLine, OrderPlaced
-from foodsite.kafka.producer import get_publisher
-from foodsite.kafka.runner import ConsumedEvent
+from contract.events import Event, OrderLine, OrderPlaced
+from eventing.producer import get_publisher
+from eventing.projection import ConsumedEvent
+from harness.browser import launch_chromium
+from harness.factories import DishFactory
+from harness.web import pay_order, place_order
 from recommendations.models import DishPair
 from recommendations.projection import RecommendationProjection
 from recommendations.selectors import Partner, Popular, often_ordered_with, popular_now
-from tests.browser import launch_chromium
-from tests.factories import DishFactory
-from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

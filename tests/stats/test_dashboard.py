@@ -5,12 +5,12 @@ from decimal import Decimal
 
 import pytest
 
-from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent
+from contract.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
+from eventing.projection import ConsumedEvent
+from harness.factories import CourierFactory, DishFactory, StaffFactory
+from harness.web import logged_in, pay_order, place_order
 from stats.models import DishSales, SalesTotals
 from stats.projection import SalesProjection
-from tests.factories import CourierFactory, DishFactory, StaffFactory
-from tests.web import logged_in, pay_order, place_order
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,10 +12,10 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
 
+from harness.browser import launch_chromium
+from harness.factories import PASSWORD, DishFactory, StaffFactory
+from harness.web import pay_order, place_order
 from stats.projection import SalesProjection
-from tests.browser import launch_chromium
-from tests.factories import PASSWORD, DishFactory, StaffFactory
-from tests.web import pay_order, place_order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

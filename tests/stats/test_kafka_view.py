@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
-from foodsite.kafka.topics import group_name
-from foodsite.localkafka import free_port
+from devstack.kafka_node import free_port
+from eventing.topics import group_name
+from harness.factories import StaffFactory
+from harness.processes import Services
+from harness.streams import OrderStream
+from harness.web import logged_in
 from stats.projection import SalesProjection
-from tests.factories import StaffFactory
-from tests.processes import Services
-from tests.streams import OrderStream
-from tests.web import logged_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

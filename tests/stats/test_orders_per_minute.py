@@ -11,13 +11,13 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
-from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent
+from contract.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
+from eventing.projection import ConsumedEvent
+from harness.factories import DishFactory, StaffFactory
+from harness.web import logged_in, pay_order, place_order
 from stats.models import OrdersPerMinute
 from stats.projection import SalesProjection
 from stats.selectors import orders_per_minute
-from tests.factories import DishFactory, StaffFactory
-from tests.web import logged_in, pay_order, place_order
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

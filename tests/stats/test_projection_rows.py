@@ -11,8 +11,8 @@ from uuid import UUID
 import pytest
 from django.db import connection
 
-from foodsite.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
-from foodsite.kafka.runner import ConsumedEvent
+from contract.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
+from eventing.projection import ConsumedEvent
 from stats import projection
 from stats.models import SalesOrder, SalesTotals
 from stats.projection import SalesProjection

@@ -8,11 +8,11 @@ import pytest
 from confluent_kafka import Consumer
 from django.core.management import CommandError, call_command
 
-from foodsite.kafka.topics import group_name, topic_name
+from eventing.topics import group_name, topic_name
+from harness.factories import DishFactory
+from harness.web import pay_order, place_order
 from stats.models import DishSales, SalesTotals
 from stats.projection import SalesProjection
-from tests.factories import DishFactory
-from tests.web import pay_order, place_order
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_write]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from foodsite.metrics import kafka_families
-from stats.kafka_view import GroupOffsets, GroupPartition, KafkaView, PartitionOffsets, TopicOffsets
+from eventing.kafka_view import GroupOffsets, GroupPartition, KafkaView, PartitionOffsets, TopicOffsets
+from observability.metrics import kafka_families
 
 
 class _Families:

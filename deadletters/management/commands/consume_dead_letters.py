@@ -1,5 +1,5 @@
 from deadletters.projection import DeadLetterRecorder
-from foodsite.kafka.command import ConsumerCommand
+from eventing.command import ConsumerCommand
 
 
 class Command(ConsumerCommand):

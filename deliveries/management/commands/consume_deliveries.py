@@ -1,5 +1,5 @@
 from deliveries.projection import DeliveryProjection
-from foodsite.kafka.command import ConsumerCommand
+from eventing.command import ConsumerCommand
 
 
 class Command(ConsumerCommand):

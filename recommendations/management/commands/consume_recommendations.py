@@ -1,4 +1,4 @@
-from foodsite.kafka.command import ConsumerCommand
+from eventing.command import ConsumerCommand
 from recommendations.projection import RecommendationProjection
 
 

@@ -1,0 +1,247 @@
+"""Avro encoding of event envelopes, with the schemas kept in the repo (contract/schemas/).
+
+`contract.events` stays the one place producers and consumers import; it uses this module
+for the `application/avro` content type. Each event type and version has a schema file
+`schemas/<type>.v<version>.avsc`: an envelope record {id, type, version, occurred_at, data}
+whose `data` is the payload record. Every revision of a schema published before the
+current one is kept, never edited, in `schemas/history/<type>.v<version>.r<N>.avsc`.
+
+Wire format: Avro's single-object encoding (Avro specification, "Single object encoding"):
+
+    C3 01 | CRC-64-AVRO fingerprint of the writer's schema (8 bytes) | Avro binary body
+
+The fingerprint names the exact schema the producer wrote with, so a message is readable
+without a schema registry and without its headers (e.g. from a dead-letter topic): the
+reader finds the writer's schema among the repo's current and historical schemas and
+resolves it to its own current schema of that type and version (Avro schema resolution:
+a field the writer did not know gets the reader's default).
+
+Money is Avro's `decimal` logical type (bytes, precision 12, scale 2): a typed exact number
+for every Avro reader (Java gets a BigDecimal), where JSON carries a decimal string.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+CONTENT_TYPE_AVRO = "application/avro"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MARKER = b"\xc3\x01"  # single-object encoding, format version 1
+_HEADER_SIZE = len(MARKER) + 8
+_FILE_NAME = re.compile(r"^(?P<type>[a-z][a-z_.]*)\.v(?P<version>\d+)(?:\.r(?P<revision>\d+))?\.avsc$")
+
+
+class AvroError(ValueError):
+    """A value that is not a decodable Avro event (the caller turns it into InvalidEvent)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    event_type: str
+    version: int
+    revision: int | None  # None: the current schema; N: schemas/history/...rN.avsc
+    path: Path
+    parsed: dict
+    fingerprint: bytes  # CRC-64-AVRO of the Parsing Canonical Form, as the wire carries it
+
+    @property
+    def name(self) -> str:
+        """e.g. order.placed.v1 (current) or order.placed.v1.r1 (a historical revision)."""
+        base = f"{self.event_type}.v{self.version}"
+        return base if self.revision is None else f"{base}.r{self.revision}"
+
+
+def load_schema(path: Path) -> Schema:
+    match = _FILE_NAME.match(path.name)
+    if match is None:
+        raise ValueError(f"{path}: schema files are named <type>.v<version>[.r<revision>].avsc")
+    parsed = parse_schema(json.loads(path.read_text()))
+    revision = match["revision"]
+    return Schema(
+        event_type=match["type"],
+        version=int(match["version"]),
+        revision=None if revision is None else int(revision),
+        path=path,
+        parsed=parsed,
+        fingerprint=schema_fingerprint(parsed),
+    )
+
+
+def schema_fingerprint(parsed: dict) -> bytes:
+    # fastavro's hex string is already the 8 little-endian bytes the specification puts on the wire.
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class SchemaSet:
+    current: dict[tuple[str, int], Schema]  # (event type, version) -> schema producers write
+    history: dict[tuple[str, int], list[Schema]]  # earlier revisions, oldest first
+    by_fingerprint: dict[bytes, Schema]  # every schema a message may have been written with
+
+
+def load_schemas(directory: Path = SCHEMA_DIR) -> SchemaSet:
+    current = {}
+    for path in sorted(directory.glob("*.avsc")):
+        schema = load_schema(path)
+        if schema.revision is not None:
+            raise ValueError(f"{path}: revisions belong in {directory / 'history'}")
+        current[(schema.event_type, schema.version)] = schema
+    history: dict[tuple[str, int], list[Schema]] = {}
+    for path in sorted((directory / "history").glob("*.avsc")):
+        schema = load_schema(path)
+        if schema.revision is None:
+            raise ValueError(f"{path}: a historical schema needs its revision (.r<N>.avsc)")
+        history.setdefault((schema.event_type, schema.version), []).append(schema)
+    for revisions in history.values():
+        revisions.sort(key=lambda s: s.revision)
+    by_fingerprint: dict[bytes, Schema] = {}
+    for schema in [*current.values(), *(s for revisions in history.values() for s in revisions)]:
+        # Parsing Canonical Form drops docs and defaults: two files differing only there
+        # share a fingerprint. Keep the current one (it is the reader's schema anyway).
+        by_fingerprint.setdefault(schema.fingerprint, schema)
+    return SchemaSet(current, history, by_fingerprint)
+
+
+@functools.cache
+def schemas() -> SchemaSet:
+    """The repo's schemas, loaded once per process."""
+    return load_schemas()
+
+
+def encode(event_type: str, version: int, envelope: dict) -> bytes:
+    """Encode an envelope (Decimal for money, datetime for occurred_at) with the current
+    schema of its type and version. A value the schema cannot hold (e.g. a third decimal
+    place in a price) is a ValueError: a bug in the producer, not bad input."""
+    schema = schemas().current.get((event_type, version))
+    if schema is None:
+        raise ValueError(f"no Avro schema for {event_type} v{version} in {SCHEMA_DIR}")
+    out = io.BytesIO()
+    out.write(MARKER)
+    out.write(schema.fingerprint)
+    schemaless_writer(out, schema.parsed, envelope)
+    return out.getvalue()
+
+
+def decode(value: bytes) -> dict:
+    """Decode a single-object-encoded envelope into the reader's current schema; AvroError
+    with the reason when it cannot be."""
+    if len(value) < _HEADER_SIZE or not value.startswith(MARKER):
+        raise AvroError("not Avro single-object encoding (no C3 01 marker and fingerprint)")
+    known = schemas()
+    writer = known.by_fingerprint.get(value[2:_HEADER_SIZE])
+    if writer is None:
+        raise AvroError(f"unknown Avro schema fingerprint {value[2:_HEADER_SIZE].hex()}")
+    reader = known.current.get((writer.event_type, writer.version))
+    if reader is None:
+        raise AvroError(f"no current schema for {writer.event_type} v{writer.version}")
+    body = io.BytesIO(value)
+    body.seek(_HEADER_SIZE)
+    try:
+        envelope = schemaless_reader(body, writer.parsed, None if reader is writer else reader.parsed)
+    except (EOFError, ValueError, TypeError, IndexError, OverflowError, MemoryError, SchemaResolutionError) as exc:
+        # fastavro reports a truncated or garbled body in many ways (EOF, bad UTF-8, a
+        # length or union index out of range...): all mean the same to a consumer.
+        raise AvroError(f"bad Avro body for {writer.name}: {type(exc).__name__}: {exc}") from exc
+    if body.tell() != len(value):
+        raise AvroError(f"bad Avro body for {writer.name}: {len(value) - body.tell()} trailing bytes")
+    if (envelope["type"], envelope["version"]) != (writer.event_type, writer.version):
+        raise AvroError(
+            f"envelope says {envelope['type']} v{envelope['version']} but was written with {writer.name}'s schema"
+        )
+    return envelope
+
+
+# -- backward compatibility -------------------------------------------------------------
+
+
+def check_backward_compatible(reader: dict, writer: dict) -> list[str]:
+    """Problems a consumer with the `reader` schema has reading data written with the
+    `writer` schema (empty: compatible). The check is the real thing: sample data covering
+    every union branch and enum symbol of the writer's schema is written with it and read
+    back through fastavro's schema resolution into the reader's schema."""
+    reader, writer = parse_schema(reader), parse_schema(writer)
+    problems = []
+    for variant in range(_variants(writer)):
+        datum = _sample(writer, variant, {})
+        out = io.BytesIO()
+        schemaless_writer(out, writer, datum)
+        out.seek(0)
+        try:
+            schemaless_reader(out, writer, reader)
+        except SchemaResolutionError as exc:
+            problem = str(exc)
+            if problem not in problems:
+                problems.append(problem)
+    return problems
+
+
+def _variants(schema: Any, seen: set | None = None) -> int:
+    """How many samples it takes to visit every union branch and enum symbol."""
+    seen = set() if seen is None else seen
+    if isinstance(schema, list):
+        return max([len(schema), *(_variants(s, seen) for s in schema)])
+    if not isinstance(schema, dict) or schema.get("name") in seen:
+        return 1
+    if "name" in schema:
+        seen.add(schema["name"])
+    kind = schema["type"]
+    if kind == "record":
+        return max([1, *(_variants(f["type"], seen) for f in schema["fields"])])
+    if kind == "enum":
+        return len(schema["symbols"])
+    if kind == "array":
+        return _variants(schema["items"], seen)
+    if kind == "map":
+        return _variants(schema["values"], seen)
+    return 1
+
+
+def _sample(schema: Any, variant: int, named: dict) -> Any:
+    if isinstance(schema, list):  # a union: one branch per variant
+        return _sample(schema[variant % len(schema)], variant, named)
+    if isinstance(schema, str):
+        if schema in named:
+            return _sample(named[schema], variant, named)
+        return _PRIMITIVE_SAMPLES[schema](variant)
+    kind, logical = schema["type"], schema.get("logicalType")
+    if "name" in schema:
+        named[schema["name"]] = schema
+    if logical == "decimal":
+        return Decimal(variant + 1).scaleb(-schema.get("scale", 0))
+    if logical in {"timestamp-millis", "timestamp-micros"}:
+        return datetime(2026, 1, 1, tzinfo=UTC)
+    if kind == "record":
+        return {f["name"]: _sample(f["type"], variant, named) for f in schema["fields"]}
+    if kind == "enum":
+        return schema["symbols"][variant % len(schema["symbols"])]
+    if kind == "array":
+        return [_sample(schema["items"], variant, named)]
+    if kind == "map":
+        return {"k": _sample(schema["values"], variant, named)}
+    if kind == "fixed":
+        return bytes(schema["size"])
+    return _sample(kind, variant, named)  # {"type": "string"} and other annotated primitives
+
+
+_PRIMITIVE_SAMPLES = {
+    "null": lambda v: None,
+    "boolean": lambda v: v % 2 == 0,
+    "int": lambda v: v + 1,
+    "long": lambda v: v + 1,
+    "float": lambda v: v + 0.5,
+    "double": lambda v: v + 0.5,
+    "bytes": lambda v: b"b%d" % v,
+    "string": lambda v: f"s{v}",
+}

@@ -1,0 +1,392 @@
+"""Event schemas: the one place both producers and consumers import.
+
+Every message value is an envelope::
+
+    {"id": "<uuid>", "type": "order.placed", "version": 1,
+     "occurred_at": "2026-11-24T18:00:00+00:00", "data": {...}}
+
+`id` lets consumers de-duplicate, `type` + `version` select the payload class below.
+Money travels as decimal strings (Avro: its decimal type), never floats. A change that removes or retypes a field
+is a new version; adding an optional field is not.
+
+The same envelope can travel as Avro instead of JSON (`encode(event, "avro")`, chosen per
+deployment by settings.EVENT_FORMAT): the codec and the repo's .avsc files are in
+contract.avro and contract/schemas/, which must follow the payload classes below (a test
+compares them). The message's `content-type` header says which; none means JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import types
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+
+from contract import avro
+
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_AVRO = avro.CONTENT_TYPE_AVRO
+FORMATS = {"json": CONTENT_TYPE_JSON, "avro": CONTENT_TYPE_AVRO}  # settings.EVENT_FORMAT -> content type
+
+
+# The topics events are published to (logical names: a deployment may prefix them). Each
+# event is keyed by its order id, and these topics share one partition count, so that one
+# order's events land on the same partition number everywhere.
+ORDERS = "orders"
+PAYMENTS = "payments"
+DELIVERY_STATUS = "delivery-status"  # couriers' claimed / picked up / delivered
+TOPICS = (ORDERS, PAYMENTS, DELIVERY_STATUS)
+
+
+class InvalidEvent(ValueError):
+    """A message that cannot be decoded into a known event (bad JSON, unknown type, bad field)."""
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    dish_id: int
+    name: str
+    quantity: int
+    unit_price: Decimal
+    unit_cost: Decimal
+
+    @property
+    def price(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+    @property
+    def cost(self) -> Decimal:
+        return self.unit_cost * self.quantity
+
+
+@dataclass(frozen=True)
+class OrderPlaced:
+    TYPE: ClassVar[str] = "order.placed"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = ORDERS
+
+    order_id: str
+    customer_name: str
+    address: str
+    lines: list[OrderLine]
+    total: Decimal
+    # Optional, added in version 1: events produced before it decode with None.
+    email: str | None = None
+
+    @property
+    def food_cost(self) -> Decimal:
+        return sum((line.cost for line in self.lines), Decimal("0"))
+
+
+@dataclass(frozen=True)
+class PaymentSucceeded:
+    TYPE: ClassVar[str] = "payment.succeeded"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = PAYMENTS
+
+    order_id: str
+    amount: Decimal
+    card_last4: str
+
+
+@dataclass(frozen=True)
+class PaymentFailed:
+    TYPE: ClassVar[str] = "payment.failed"
+    VERSION: ClassVar[int] = 1
+    TOPIC: ClassVar[str] = PAYMENTS
+
+    order_id: str
+    amount: Decimal
+    reason: str
+
+
+@dataclass(frozen=True)
+class _CourierStep:
+    """A courier moved a delivery on; the subclasses say which step."""
+
+    TOPIC: ClassVar[str] = DELIVERY_STATUS
+
+    order_id: str
+    courier: str  # the courier's username
+
+
+@dataclass(frozen=True)
+class DeliveryClaimed(_CourierStep):
+    """A courier took the delivery of a paid order."""
+
+    TYPE: ClassVar[str] = "delivery.claimed"
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class DeliveryPickedUp(_CourierStep):
+    """The courier has the food: the order is out for delivery."""
+
+    TYPE: ClassVar[str] = "delivery.picked_up"
+    VERSION: ClassVar[int] = 1
+
+
+@dataclass(frozen=True)
+class DeliveryDelivered(_CourierStep):
+    TYPE: ClassVar[str] = "delivery.delivered"
+    VERSION: ClassVar[int] = 1
+
+
+DeliveryStatusChanged = DeliveryClaimed | DeliveryPickedUp | DeliveryDelivered
+Payload = OrderPlaced | PaymentSucceeded | PaymentFailed | DeliveryStatusChanged
+PAYLOAD_TYPES: dict[tuple[str, int], type] = {
+    (cls.TYPE, cls.VERSION): cls
+    for cls in (OrderPlaced, PaymentSucceeded, PaymentFailed, DeliveryClaimed, DeliveryPickedUp, DeliveryDelivered)
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    payload: Any
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    occurred_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def type(self) -> str:
+        return self.payload.TYPE
+
+    @property
+    def version(self) -> int:
+        return self.payload.VERSION
+
+    @property
+    def key(self) -> str:
+        # Every event we publish is about one order: keying by it keeps an order's events
+        # in order, and co-partitions orders with payments.
+        return self.payload.order_id
+
+    def to_json(self) -> bytes:
+        envelope = {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at.isoformat(),
+            "data": _to_plain(dataclasses.asdict(self.payload)),
+        }
+        return json.dumps(envelope, separators=(",", ":")).encode()
+
+    def to_avro(self) -> bytes:
+        envelope = {
+            "id": self.id,
+            "type": self.type,
+            "version": self.version,
+            "occurred_at": self.occurred_at,
+            "data": _to_dicts(self.payload),  # Decimals stay Decimals: Avro's decimal type
+        }
+        return avro.encode(self.type, self.version, envelope)
+
+
+def encode(event: Event, fmt: str = "json") -> tuple[bytes, str]:
+    """The message value and its content type in the format `fmt` ("json" or "avro")."""
+    if fmt == "json":
+        return event.to_json(), CONTENT_TYPE_JSON
+    if fmt == "avro":
+        return event.to_avro(), CONTENT_TYPE_AVRO
+    raise ValueError(f"unknown event format {fmt!r}: expected one of {', '.join(FORMATS)}")
+
+
+def decode(value: bytes | None, content_type: str | bytes | None = None) -> Event:
+    """Parse a message value into an Event; raise InvalidEvent with the reason otherwise.
+
+    `content_type` is the message's `content-type` header; without one the value is JSON
+    (every event from before Avro, and producers that never set it)."""
+    if value is None:
+        raise InvalidEvent("empty message value")
+    media_type = _media_type(content_type)
+    if media_type == CONTENT_TYPE_AVRO:
+        try:
+            envelope = avro.decode(value)
+        except avro.AvroError as exc:
+            raise InvalidEvent(str(exc)) from exc
+    elif media_type in ("", CONTENT_TYPE_JSON):
+        envelope = _json_envelope(value)
+    else:
+        raise InvalidEvent(f"unknown content type {media_type!r}")
+    payload_cls = PAYLOAD_TYPES.get((envelope["type"], envelope["version"]))
+    if payload_cls is None:
+        raise InvalidEvent(f"unknown event type {envelope['type']!r} version {envelope['version']!r}")
+    occurred_at = envelope["occurred_at"]
+    if not isinstance(occurred_at, datetime):  # Avro's timestamp type arrives as a datetime already
+        try:
+            occurred_at = datetime.fromisoformat(occurred_at)
+        except (TypeError, ValueError) as exc:
+            raise InvalidEvent(f"bad occurred_at: {envelope['occurred_at']!r}") from exc
+    return Event(
+        payload=_from_plain(payload_cls, envelope["data"], "data"),
+        id=str(envelope["id"]),
+        occurred_at=occurred_at,
+    )
+
+
+def _to_dicts(value: Any) -> Any:
+    # dataclasses.asdict without its deep copies (half of Avro's encoding time otherwise).
+    if isinstance(value, list):
+        return [_to_dicts(item) for item in value]
+    if dataclasses.is_dataclass(value):
+        return {name: _to_dicts(getattr(value, name)) for name in _field_names(type(value))}
+    return value
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.lru_cache(maxsize=64)  # a deployment has a handful of content types, every event one
+def _media_type(content_type: str | bytes | None) -> str:
+    """'application/json; charset=utf-8' -> 'application/json'; '' when there is none."""
+    if isinstance(content_type, bytes):
+        content_type = content_type.decode("latin-1")
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _json_envelope(value: bytes) -> dict:
+    try:
+        envelope = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("envelope is not a JSON object")
+    missing = {"id", "type", "version", "occurred_at", "data"} - envelope.keys()
+    if missing:
+        raise InvalidEvent(f"envelope misses {', '.join(sorted(missing))}")
+    return envelope
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _from_plain(cls: type, data: Any, path: str) -> Any:
+    """The payload dataclass from its plain form (JSON or Avro), checked field by field."""
+    try:
+        return _decoder(cls)(data)
+    except _Bad as bad:
+        raise InvalidEvent(f"{path}{bad.where} {bad.what}") from None
+
+
+class _Bad(Exception):
+    """Bad input below a payload: where (".lines[0].quantity") and what is wrong. The path is
+    built only on the way out of a failure: every consumer decodes every event through here."""
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where, self.what = where, what
+
+    def under(self, parent: str) -> _Bad:
+        self.where = parent + self.where
+        return self
+
+
+Coercer = Callable[[Any], Any]
+
+
+@functools.cache
+def _decoder(cls: type) -> Coercer:
+    """A function from a plain dict to `cls`, built once per payload class from its type hints."""
+    hints = _type_hints(cls)
+    fields = [
+        (
+            f.name,
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING,
+            _coercer(hints[f.name], f"{cls.__name__}.{f.name}"),
+        )
+        for f in dataclasses.fields(cls)
+    ]
+
+    def decode_object(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _Bad("", "is not an object")
+        kwargs = {}
+        for name, optional, coerce in fields:
+            if name in data:
+                try:
+                    kwargs[name] = coerce(data[name])
+                except _Bad as bad:
+                    raise bad.under(f".{name}") from None
+            elif not optional:  # an optional field added later has a default: older events lack it
+                raise _Bad(f".{name}", "is missing")
+        return cls(**kwargs)
+
+    return decode_object
+
+
+def _coercer(hint: Any, where: str) -> Coercer:
+    if get_origin(hint) in (types.UnionType, Union):
+        # Only `X | None` is supported: an optional field, null or an X.
+        options = [arg for arg in get_args(hint) if arg is not type(None)]
+        if len(options) != 1 or len(get_args(hint)) != 2:
+            raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug
+        inner = _coercer(options[0], where)
+        return lambda value: None if value is None else inner(value)
+    if hint is Decimal:
+        return _decimal
+    if hint is int:
+        return _integer
+    if hint is str:
+        return _string
+    if getattr(hint, "__origin__", None) is list:
+        (item_hint,) = hint.__args__
+        item = _coercer(item_hint, where)
+
+        def items(value: Any) -> list:
+            if not isinstance(value, list):
+                raise _Bad("", "must be a list")
+            out = []
+            for i, element in enumerate(value):
+                try:
+                    out.append(item(element))
+                except _Bad as bad:
+                    raise bad.under(f"[{i}]") from None
+            return out
+
+        return items
+    if dataclasses.is_dataclass(hint):
+        return _decoder(hint)
+    raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug, not bad input
+
+
+def _decimal(value: Any) -> Decimal:
+    # A Decimal comes from Avro's decimal type; JSON gives a string (or int), never one.
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise _Bad("", "must be a decimal string")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise _Bad("", f"is not a number: {value!r}") from None
+    if not number.is_finite():
+        raise _Bad("", "is not finite")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Bad("", "must be an integer")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Bad("", "must be a string")
+    return value

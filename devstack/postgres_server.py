@@ -1,0 +1,301 @@
+"""A real PostgreSQL server on this machine, from Debian's `postgresql` package (no Docker).
+
+Its own cluster under `home` (data in home/data, log in home/postgres.log, unix socket in home),
+listening on 127.0.0.1 only. Used by the cluster profile and by the test suite's session fixture.
+No Django here: it must run before settings or a database exist.
+
+initdb refuses to run as root: as root, initdb and the server run as the package's `postgres`
+user (Popen's user/group, so the process we hold is the postmaster itself and our signals
+reach it), and home belongs to that user.
+
+    python -m devstack.postgres_server --home .local/postgres --port 5432   # foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import re
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import errors, sql
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+SERVER_USER = "postgres"  # the Debian package's system user, who owns the data when we are root
+ROLE = "foodsite"  # the cluster's superuser, the one every DATABASE_URL names
+# Local only: the server listens on 127.0.0.1 and nothing else. Set POSTGRES_PASSWORD anywhere else.
+DEFAULT_PASSWORD = "foodsite-local-only"
+SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less the final NUL
+INSTALL_HINT = "install Debian's postgresql package (`make system-deps` does: apt-get install postgresql)"
+
+
+class PostgresExited(TimeoutError, RuntimeError):
+    """The server ended before it answered (a TimeoutError too: it will never be ready)."""
+
+
+def find_bin_dir(pattern: str = PACKAGE_BIN_GLOB) -> Path:
+    """The highest installed version's bin directory (Debian keeps them off PATH, one per major)."""
+
+    def version(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", path.parent.name))
+
+    candidates = [Path(p) for p in glob.glob(pattern) if (Path(p) / "postgres").exists()]
+    if not candidates:
+        raise FileNotFoundError(f"no PostgreSQL server in {pattern}: {INSTALL_HINT}")
+    return max(candidates, key=version)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _unreachable_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory above `path` that `user` may not enter (e.g. pytest's 0700 tmp root)."""
+    groups = {user.pw_gid} | {g for g in os.getgrouplist(user.pw_name, user.pw_gid)}
+    for parent in reversed(path.parents):
+        mode = parent.stat()
+        if mode.st_uid == user.pw_uid:
+            allowed = mode.st_mode & stat.S_IXUSR
+        elif mode.st_gid in groups:
+            allowed = mode.st_mode & stat.S_IXGRP
+        else:
+            allowed = mode.st_mode & stat.S_IXOTH
+        if not allowed:
+            return parent
+    return None
+
+
+class LocalPostgres:
+    def __init__(self, home: Path, port: int = 5432, *, durable: bool = True) -> None:
+        self.home = Path(home).resolve()
+        self.port = port
+        # durable=False is for tests: a crash of the machine may lose the cluster, which a
+        # test's throwaway cluster does not mind, and commits stop waiting for the disk.
+        self.durable = durable
+        self.password = os.environ.get("POSTGRES_PASSWORD", DEFAULT_PASSWORD)
+        self.bin_dir: Path | None = None  # found on first use, so that building one never fails
+        self.process: subprocess.Popen | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_file(self) -> Path:
+        """Where start() sends the server's output when the caller does not take it."""
+        return self.home / "postgres.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home  # not /var/run/postgresql: that one belongs to Debian's own clusters
+
+    def url(self, name: str = "foodsite") -> str:
+        return f"postgres://{ROLE}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{name}"
+
+    def _binary(self, name: str) -> str:
+        if self.bin_dir is None:
+            self.bin_dir = find_bin_dir()
+        return str(self.bin_dir / name)
+
+    def _run_as(self) -> dict[str, Any]:
+        """Popen arguments that drop root to the package's user (initdb and postgres refuse root)."""
+        if os.geteuid() != 0:
+            return {}
+        try:
+            user = pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            raise FileNotFoundError(f"no {SERVER_USER!r} user to run PostgreSQL as: {INSTALL_HINT}") from None
+        return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+    def _prepare_home(self) -> None:
+        socket = self.socket_dir / f".s.PGSQL.{self.port}"
+        if len(str(socket).encode()) > SOCKET_PATH_MAX:
+            # PostgreSQL would refuse to start with the reason in its log only: say it here, before initdb.
+            raise ValueError(
+                f"{socket} is longer than a unix socket path may be ({SOCKET_PATH_MAX}): use a shorter home"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            return
+        user = pwd.getpwnam(SERVER_USER)
+        blocked = _unreachable_parent(self.home, user)
+        if blocked is not None:
+            raise PermissionError(
+                f"the {SERVER_USER!r} user cannot enter {blocked}, so PostgreSQL cannot use {self.home}: "
+                f"choose a home under a directory others may traverse (e.g. {tempfile.gettempdir()})"
+            )
+        # The server writes its socket and lock file here; nobody else needs to come in.
+        os.chown(self.home, user.pw_uid, user.pw_gid)
+        self.home.chmod(0o700)
+
+    def server_command(self) -> list[str]:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+            # Log lines go to our log file through stderr (no logging collector to start).
+            "logging_collector": "off",
+        }
+        if not self.durable:
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        return [self._binary("postgres"), "-D", str(self.data_dir), *(f"-c{k}={v}" for k, v in settings.items())]
+
+    def ensure_initialized(self) -> None:
+        """initdb once. It writes into a scratch directory renamed into place at the end, so an
+        interrupted initdb leaves no half-made cluster behind that a later start would trust."""
+        self._prepare_home()
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        scratch = self.home / "data.initdb"
+        if scratch.exists():
+            subprocess.run(["rm", "-rf", "--", str(scratch)], check=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.home, prefix="pwfile-") as pwfile:
+            pwfile.write(self.password + "\n")
+            pwfile.flush()
+            if os.geteuid() == 0:
+                os.chown(pwfile.name, pwd.getpwnam(SERVER_USER).pw_uid, -1)
+            command = [
+                self._binary("initdb"), "-D", str(scratch), "--username", ROLE, "--pwfile", pwfile.name,
+                "--encoding", "UTF8", "--no-locale",
+                # The unix socket is in home, which only the server's user (and root) may enter;
+                # TCP, even on 127.0.0.1, needs the password.
+                "--auth-local", "trust", "--auth-host", "scram-sha-256",
+                *([] if self.durable else ["--no-sync"]),
+            ]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, cwd=self.home, **self._run_as())
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb into {scratch} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+        scratch.rename(self.data_dir)
+
+    def start(self, stdout: Any = None, stderr: Any = None, **popen: Any) -> subprocess.Popen:
+        """initdb once into home, then start the server in the background and return its
+        process (not yet ready: wait_ready). Output goes to home/postgres.log unless `stdout`
+        says otherwise; `popen` goes to Popen as is (the launcher passes start_new_session)."""
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"PostgreSQL is already running (pid {self.process.pid})")
+        self.ensure_initialized()
+        if stdout is None:
+            self._log = self.log_file.open("ab")
+            stdout = self._log
+            stderr = subprocess.STDOUT if stderr is None else stderr
+        self.process = subprocess.Popen(
+            self.server_command(), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=self.home,
+            **self._run_as(), **popen,
+        )  # fmt: skip
+        return self.process
+
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection:
+        """An administrative connection through the unix socket (no password needed there)."""
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=ROLE, dbname=dbname, **kwargs)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Return once the server accepts connections; raise TimeoutError otherwise.
+
+        Then the role's password is set to this process's POSTGRES_PASSWORD, so the URLs we hand
+        out work even if the password changed since initdb."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                raise PostgresExited(
+                    f"PostgreSQL exited with {self.process.returncode} before it was ready{self._log_tail()}"
+                )
+            try:
+                with self.connect(connect_timeout=2, autocommit=True) as conn:
+                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(ROLE), self.password))
+                return
+            except psycopg.OperationalError:
+                pass  # not listening yet, or still starting up / recovering
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"PostgreSQL on port {self.port} did not answer within {timeout:g} s{self._log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return " (its output went to the caller)"
+        self._log.flush()
+        return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
+
+    def create_database(self, name: str) -> str:
+        """CREATE DATABASE `name` unless it exists; its DATABASE_URL."""
+        with self.connect(autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+            if not exists:
+                # Someone else may create it in between: as good.
+                with contextlib.suppress(errors.DuplicateDatabase):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def stop(self, timeout: float = 20) -> None:
+        """Fast shutdown (SIGINT: sessions are ended, open transactions rolled back, a clean
+        checkpoint), then SIGKILL if it has not exited after `timeout` seconds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(2)  # SIGINT
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> LocalPostgres:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a local PostgreSQL server in the foreground.")
+    parser.add_argument("--home", type=Path, default=BASE_DIR / ".local" / "postgres")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("POSTGRES_PORT", "5432")))
+    parser.add_argument("--no-durable", dest="durable", action="store_false", help="fsync off (throwaway data)")
+    args = parser.parse_args(argv)
+    server = LocalPostgres(args.home, port=args.port, durable=args.durable)
+    try:
+        server.ensure_initialized()
+        command = server.server_command()
+        run_as = server._run_as()
+    except (FileNotFoundError, PermissionError, RuntimeError, ValueError) as exc:
+        print(f"localpostgres: {exc}", file=sys.stderr)
+        return 1
+    print(f"localpostgres: {server.url()}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(server.home)
+    if run_as:
+        os.setgroups([])
+        os.setgid(run_as["group"])
+        os.setuid(run_as["user"])
+    # Become the postmaster: same pid, Ctrl-C is its fast shutdown, its exit code is ours.
+    os.execv(command[0], command)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

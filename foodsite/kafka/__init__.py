@@ -1,1 +1,0 @@
-"""Kafka plumbing shared by every app: topic names, the producer, the consumer runner."""

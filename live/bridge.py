@@ -1,0 +1,118 @@
+"""The live bridge: one thread per web process that reads every notice of the live-updates
+topic and forwards it to this process's Channels group of the same name.
+
+Why a Kafka topic and not a cross-process channel layer: see live.notices. Each web process
+reads the topic from its end with a plain assignment (no consumer group to join or leave),
+so every process gets every notice, and adding web processes needs nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from channels.layers import get_channel_layer
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from eventing import tracing
+from eventing.clients import consumer_config
+from eventing.topics import topic_name
+from live.notices import LIVE_UPDATES
+
+# Named as before the split into packages: deployments filter their logs on it.
+log = logging.getLogger("foodsite.live")
+
+STREAM_CHANGED = "stream.changed"  # the Channels message type (handled by stream_changed)
+
+
+class LiveBridge:
+    """Reads the live-updates topic in a thread and forwards each notice to this process's
+    Channels group of the same name, on the event loop that serves the websockets."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._layer = get_channel_layer()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-bridge", daemon=True)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        # A group id is required by the client, never joined: partitions are assigned by hand.
+        consumer = Consumer(consumer_config("live-bridge", "live"))
+        try:
+            self._assign(consumer)
+            while not self._stopping.is_set():
+                # Wait for the first notice only, then take the ones already fetched:
+                # consume(100, t) would hold a lone notice for the whole t.
+                messages = consumer.consume(1, 0.2)
+                if messages:
+                    messages.extend(consumer.consume(99, 0))
+                streams = {m.key().decode() for m in messages if m.error() is None and m.key()}
+                if log.isEnabledFor(logging.DEBUG):
+                    for m in messages:
+                        trace_id = tracing.trace_id_of(tracing.header_of(m.headers()))
+                        log.debug("live notice for %s", m.key(), extra={"trace_id": trace_id})
+                for stream in streams:
+                    message = {"type": STREAM_CHANGED, "stream": stream}
+                    asyncio.run_coroutine_threadsafe(self._layer.group_send(stream, message), self._loop)
+        except Exception:
+            log.exception("live bridge stopped; pages fall back to reloading")
+        finally:
+            consumer.close()
+
+    def _assign(self, consumer: Consumer) -> None:
+        topic = topic_name(LIVE_UPDATES)
+        while not self._stopping.is_set():
+            try:
+                # A short wait per try: stop() joins for 5 s, and an unreachable broker would
+                # otherwise hold this thread past it.
+                partitions = consumer.list_topics(topic, timeout=1).topics[topic].partitions
+            except KafkaException as exc:
+                log.warning("live bridge waiting for Kafka: %s", exc)
+                partitions = {}
+            if partitions:
+                consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in partitions])
+                log.info("live bridge reading %s", topic)
+                return
+            self._stopping.wait(2)  # the topic appears when init_kafka runs
+
+
+_bridge: LiveBridge | None = None
+_bridge_lock = threading.Lock()
+
+
+def ensure_bridge() -> None:
+    """Start this process's bridge on the running loop, once (on the first websocket).
+    daphne has one loop for its lifetime; a new loop (tests) or a dead bridge gets a new one."""
+    global _bridge
+    loop = asyncio.get_running_loop()
+    with _bridge_lock:
+        if _bridge is None or _bridge.loop is not loop or not _bridge.alive:
+            if _bridge is not None:
+                _bridge.stop()
+            _bridge = LiveBridge(loop)
+            _bridge.start()
+
+
+def stop_bridge() -> None:
+    """Stop this process's bridge, if any (tests; a process exiting needs nothing: daemon thread)."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is not None:
+            _bridge.stop()
+            _bridge = None

@@ -1,0 +1,84 @@
+"""The event envelope and its validation: pure logic, no broker."""
+
+import dataclasses
+import json
+from decimal import Decimal
+
+import pytest
+
+from contract.events import Event, InvalidEvent, OrderLine, OrderPlaced, PaymentSucceeded, decode
+
+
+def order_placed() -> Event:
+    return Event(
+        OrderPlaced(
+            "o-1", "Ada", "Via Roma 1", [OrderLine(1, "Pizza", 2, Decimal("8.50"), Decimal("2.40"))], Decimal("17.00")
+        )
+    )
+
+
+def test_an_event_round_trips_through_json_with_exact_money():
+    event = order_placed()
+    envelope = json.loads(event.to_json())
+    assert envelope["type"] == "order.placed"
+    assert envelope["version"] == 1
+    assert envelope["data"]["total"] == "17.00"
+    assert decode(event.to_json()) == event
+
+
+def test_payment_is_keyed_by_its_order():
+    assert Event(PaymentSucceeded("o-9", Decimal("1"), "4242")).key == "o-9"
+
+
+def envelope_with(**changes) -> bytes:
+    envelope = json.loads(order_placed().to_json())
+    for path, value in changes.items():
+        target = envelope
+        *parents, leaf = path.split("__")
+        for parent in parents:
+            target = target[int(parent)] if isinstance(target, list) else target[parent]
+        if value is ...:
+            del target[leaf]
+        else:
+            target[leaf] = value
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (None, "empty"),
+        (envelope_with(type="order.eaten"), "unknown event type"),
+        (envelope_with(version=99), "unknown event type"),
+        (envelope_with(id=...), "envelope misses id"),
+        (envelope_with(data__address=...), "data.address is missing"),
+        (envelope_with(data__total=12.5), "data.total must be a decimal string"),
+        (envelope_with(data__total="NaN"), "not finite"),
+        (envelope_with(data__lines__0__quantity="2"), "data.lines[0].quantity must be an integer"),
+        (envelope_with(occurred_at="yesterday"), "bad occurred_at"),
+    ],
+)
+def test_malformed_events_are_refused_with_the_reason(value, reason):
+    with pytest.raises(InvalidEvent, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        decode(value)
+
+
+def test_an_order_without_email_decodes_with_none_and_older_events_lacking_the_field_still_decode():
+    assert decode(order_placed().to_json()).payload.email is None
+    older = envelope_with(data__email=...)  # produced before the field existed
+    assert "email" not in json.loads(older)["data"]
+    assert decode(older).payload.email is None
+
+
+def test_an_order_email_round_trips():
+    event = Event(dataclasses.replace(order_placed().payload, email="ada@example.com"))
+    assert json.loads(event.to_json())["data"]["email"] == "ada@example.com"
+    assert decode(event.to_json()) == event
+
+
+def test_an_optional_field_still_refuses_the_wrong_type():
+    with pytest.raises(InvalidEvent, match=r"data\.email must be a string"):
+        decode(envelope_with(data__email=42))
