@@ -5,6 +5,7 @@ HTTP application its pages are read through."""
 
 import gc
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import django
@@ -71,6 +72,8 @@ class OneThreadASGIHandler(ASGIHandler):
     async def __call__(self, scope: dict, receive, send) -> None:
         # As ASGIHandler.__call__, but its per-request ThreadSensitiveContext runs the sync
         # code on one of our long-lived threads instead of a new one.
+        if settings.SERVER_TIMING:
+            send = _with_handler_timing(send, time.perf_counter())
         lane = min(range(len(self._threads)), key=self._busy.__getitem__)
         self._busy[lane] += 1
         try:
@@ -114,6 +117,23 @@ class OneThreadASGIHandler(ASGIHandler):
         if not response.streaming:
             response.close()
         return response
+
+
+def _with_handler_timing(send, started: float):
+    """`send`, adding to the response's headers the time from this handler's start to its
+    answer (`Server-Timing: handler;dur=<ms>`): with the view's own (`app`, timed by
+    observability.metrics.RequestMetricsMiddleware), a client can tell its wait inside the
+    view, inside the web process around it (waiting for a thread, reading the body), and
+    outside (daphne, the kernel, the client itself)."""
+
+    async def timed_send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            took = (time.perf_counter() - started) * 1000
+            headers = [*message.get("headers", ()), (b"server-timing", f"handler;dur={took:.1f}".encode())]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return timed_send
 
 
 def _is_async_view(path_info: str) -> bool:

@@ -204,6 +204,11 @@ if not (0 < DLQ_MAX_SHARE <= 1 and DLQ_WINDOW >= 1):
 # A web request slower than this (inside Django, middleware included) is logged as a WARNING
 # with its view, status and trace id; the histogram on /metrics has them all.
 SLOW_REQUEST_MS = int(os.environ.get("SLOW_REQUEST_MS", "500"))
+# SERVER_TIMING=1: every answer says how long it took inside the view (`app`) and inside the
+# web process's handler around it (`handler`), as a Server-Timing header. For diagnosis (the
+# failover tests turn it on: where a slow request's time went); off by default, since it
+# tells any client how long each request took.
+SERVER_TIMING = env_bool("SERVER_TIMING", False)
 
 # How this deployment's producers encode events: "json" or "avro" (schemas in
 # contract/schemas/). Consumers read both whatever this says: the content-type header tells.

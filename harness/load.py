@@ -26,6 +26,41 @@ from harness.http_client import CARD
 ORDER_PATH = re.compile(r"/orders/([0-9a-f-]{36})/")
 
 
+@dataclass(frozen=True)
+class Split:
+    """Where one request's time went, in ms: as the client saw it, inside the web process's
+    handler (from daphne handing it over to the answer: waiting for a thread, the body, the
+    view), and inside the view's middleware chain. client - handler is outside the handler:
+    daphne, the kernel, the client's own threads waiting for the GIL or a CPU."""
+
+    request: str
+    at: float  # wall time
+    client: float
+    handler: float | None
+    app: float | None
+
+    def __str__(self) -> str:
+        outside = None if self.handler is None else self.client - self.handler
+        return (
+            f"{self.request} at {time.strftime('%H:%M:%S', time.localtime(self.at))}: {self.client:.0f} ms "
+            f"(view {_ms(self.app)}, handler {_ms(self.handler)}, outside the handler {_ms(outside)})"
+        )
+
+
+def _ms(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
+SLOWEST_KEPT = 5
+SERVER_TIMING = re.compile(r"(\w+);dur=([0-9.]+)")
+
+
+def split_of(request: str, response: requests.Response | None, seconds: float) -> Split:
+    timings = dict(SERVER_TIMING.findall(response.headers.get("Server-Timing", ""))) if response is not None else {}
+    handler, app = timings.get("handler"), timings.get("app")
+    return Split(request, time.time(), seconds * 1000, float(handler) if handler else None, float(app) if app else None)
+
+
 @dataclass
 class LoadResult:
     placed: set[str] = field(default_factory=set)  # answered 302 on the order form
@@ -35,6 +70,8 @@ class LoadResult:
     slowest: float = 0.0  # seconds
     slowest_request: str = ""
     over: list[tuple[float, float]] = field(default_factory=list)  # (wall time, seconds) above the limit
+    # The slowest requests, each split by the server's Server-Timing header where it sent one.
+    slowest_split: list[Split] = field(default_factory=list)
     started: float = 0.0
     seconds: float = 0.0
 
@@ -48,6 +85,7 @@ class LoadResult:
             f"{len(self.paid)} orders placed and paid ({len(self.placed)} placed) in {self.seconds:.1f} s "
             f"({self.rate:.0f}/s), {self.requests} requests, slowest {self.slowest * 1000:.0f} ms "
             f"({self.slowest_request}), {len(self.over)} over the limit, {len(self.failures)} failed"
+            + "".join(f"\n  slow: {split}" for split in self.slowest_split)
         )
 
 
@@ -180,6 +218,10 @@ class OrderLoad:
                 result.slowest, result.slowest_request = elapsed, f"POST {url}{path}"
             if elapsed > self.slow_after:
                 result.over.append((time.time(), elapsed))
+            if len(result.slowest_split) < SLOWEST_KEPT or elapsed * 1000 > result.slowest_split[-1].client:
+                result.slowest_split.append(split_of(f"POST {url}{path}", response, elapsed))
+                result.slowest_split.sort(key=lambda split: -split.client)
+                del result.slowest_split[SLOWEST_KEPT:]
             if response is None or response.status_code != 302:
                 result.failures.append(f"{time.strftime('%H:%M:%S')} POST {url}{path} -> {outcome}")
                 return None

@@ -167,6 +167,10 @@ class Stack(Services):
             "DEMO_PASSWORD": "foodsite-demo",
             # The relay looks every second (its threshold stays the producer's timeout + 5 s).
             "OUTBOX_RELAY_EVERY_S": "1",
+            # Each answer says how long the view and the web process's handler took, so that
+            # a slow request's time can be split (harness.load: inside Django, in the web
+            # process around it, or outside: daphne, the kernel, the client).
+            "SERVER_TIMING": "1",
             **({"CELERY_BROKER_URL": celery_broker_url} if celery_broker_url else {}),
         }
         self.urls: list[str] = []

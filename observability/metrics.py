@@ -154,6 +154,8 @@ class RequestMetricsMiddleware:
         else:
             view = "unmatched"  # a 404 or a redirect before routing: never the raw path
         HTTP_REQUEST_SECONDS.labels(view, request.method, str(response.status_code)).observe(seconds)
+        if settings.SERVER_TIMING:
+            response["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
         if seconds * 1000 >= settings.SLOW_REQUEST_MS:
             log.warning(
                 "slow request: %s %s (%s) %s in %.0f ms",

@@ -235,7 +235,8 @@ def test_killing_the_leading_broker_under_load_loses_and_doubles_nothing(
     assert result.failures == []
     assert len(result.paid) == ORDERS_DURING_LEADER_KILL
     assert result.slowest <= SLOWEST_ALLOWED, (
-        f"a web request took {result.slowest * 1000:.0f} ms; the web's own slow lines: {stack.slow_requests()[-10:]}"
+        f"a web request took {result.slowest * 1000:.0f} ms; where the slowest spent it: "
+        f"{[str(split) for split in result.slowest_split]}; the web's own slow lines: {stack.slow_requests()[-10:]}"
     )
     assert_exact(stack, test, paid_by_customers=result.paid)
     assert consumers_alive(stack) == pids, "a consumer process died (they must carry on by themselves)"

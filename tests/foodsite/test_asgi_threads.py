@@ -144,3 +144,45 @@ def test_a_post_body_reaches_the_view_through_the_one_switch(settings):
     status, body = asyncio.run(post())
     assert status == 403
     assert b"CSRF" in body
+
+
+async def timing_of(handler: OneThreadASGIHandler, path: str) -> dict[str, float]:
+    communicator = ApplicationCommunicator(handler, {**SCOPE, "path": path, "raw_path": path.encode()})
+    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await communicator.receive_output(timeout=20)
+    await communicator.receive_output(timeout=20)
+    values = b", ".join(value for name, value in start["headers"] if name.lower() == b"server-timing").decode()
+    return {part.split(";dur=")[0].strip(): float(part.split(";dur=")[1]) for part in values.split(",") if part}
+
+
+def test_with_server_timing_on_an_answer_says_its_time_in_the_view_and_in_the_handler(settings):
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.SERVER_TIMING = True
+    release = threading.Event()
+
+    def hold_the_first(**_: object) -> None:
+        if not release.is_set():
+            release.set()
+            threading.Event().wait(0.3)  # this request's thread is busy: the next one queues
+
+    request_started.connect(hold_the_first)
+    try:
+        handler = OneThreadASGIHandler(threads=1)
+
+        async def two() -> list[dict[str, float]]:
+            return await asyncio.gather(timing_of(handler, "/healthz"), timing_of(handler, "/healthz"))
+
+        first, second = asyncio.run(two())
+    finally:
+        request_started.disconnect(hold_the_first)
+    for timing in (first, second):
+        assert set(timing) == {"app", "handler"}
+        assert timing["handler"] >= timing["app"]
+    # The second waited for the one thread: in the handler, not in its view.
+    waited = max(first["handler"] - first["app"], second["handler"] - second["app"])
+    assert waited >= 250
+
+
+def test_server_timing_is_off_by_default(settings):
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    assert asyncio.run(timing_of(OneThreadASGIHandler(threads=1), "/healthz")) == {}
