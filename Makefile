@@ -12,11 +12,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
 	$(PY) -m devstack.launcher
 
-# The whole suite on SQLite, then every database write path again on PostgreSQL.
+# The whole suite on SQLite, then every database write path again on PostgreSQL. Two tests
+# at a time (pytest-xdist, a file per worker, each worker with its own broker), except the
+# `alone` ones (a time bound on requests, or the three-broker cluster): they run afterwards,
+# by themselves, so that the bound measures the system and not a neighbouring test.
 test: setup system-deps
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
-	$(PY) -m pytest --db postgres -m db_write
+	$(PY) -m pytest -m "not alone" -n 2 --dist loadfile
+	$(PY) -m pytest -m alone
+	$(PY) -m pytest --db postgres -m "db_write and not alone" -n 2 --dist loadfile
 
 # Every benchmark, one table, bench/results/<date>.json (see bench/README.md); about 10-15
 # minutes on 2 cores. `make bench BENCH_ARGS=--full` for the issue's sizes.

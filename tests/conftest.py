@@ -42,6 +42,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of the three-broker cluster runs `alone` (one cluster for all of them, in one
+    session, and three JVMs are as much as the 2 cores take beside a test)."""
+    for item in items:
+        if {"kafka_cluster", "kafka_on_cluster"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.alone)
+
+
 def on_postgres(config: pytest.Config) -> bool:
     return config.getoption("--db") == "postgres"
 

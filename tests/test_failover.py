@@ -37,7 +37,8 @@ from harness.load import LoadResult, OrderLoad
 from harness.scenarios import kill_the_leader_under_load
 from harness.stack import Stack, Tally, machine_load, wait_for
 
-pytestmark = pytest.mark.system
+# Requests held to a time bound: not beside other tests (`make test` runs `alone` ones by themselves).
+pytestmark = [pytest.mark.system, pytest.mark.alone]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 FIGURES = BASE_DIR / "test-artifacts" / "failover.txt"

@@ -16,7 +16,8 @@ from devstack.launcher import wait_http
 from harness.http_client import order_and_pay
 from harness.processes import Services
 
-pytestmark = pytest.mark.system
+# Requests held to a time bound: not beside other tests (`make test` runs `alone` ones by themselves).
+pytestmark = [pytest.mark.system, pytest.mark.alone]
 
 ORDERS = 30
 # A request that waited on the broker would take seconds (librdkafka's timeouts are 10 to

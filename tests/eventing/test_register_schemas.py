@@ -66,7 +66,7 @@ def test_every_schema_and_its_history_is_registered_oldest_first_under_backward_
 
     known = avro.schemas()
     subjects = {s.parsed["name"] for s in known.current.values()}
-    assert "contract.events.v1.OrderPlacedEvent" in subjects
+    assert "foodsite.events.v1.OrderPlacedEvent" in subjects
     configs = {path.split("/")[2]: body for method, path, body in handler.calls if method == "PUT"}
     assert configs == {subject: {"compatibility": "BACKWARD"} for subject in subjects}
     posted = [
@@ -74,7 +74,7 @@ def test_every_schema_and_its_history_is_registered_oldest_first_under_backward_
     ]
     assert len(posted) == len(known.current) + sum(len(r) for r in known.history.values())
     assert all(body["schemaType"] == "AVRO" for method, _, body in handler.calls if method == "POST")
-    orders = [schema for subject, schema in posted if subject == "contract.events.v1.OrderPlacedEvent"]
+    orders = [schema for subject, schema in posted if subject == "foodsite.events.v1.OrderPlacedEvent"]
     [first] = known.history[("order.placed", 1)]
     assert orders == [
         json.loads(first.path.read_text()),
@@ -84,7 +84,7 @@ def test_every_schema_and_its_history_is_registered_oldest_first_under_backward_
 
 def test_a_schema_the_registry_refuses_stops_the_command_with_its_reason(registry):
     url, handler = registry
-    handler.refuse = {"contract.events.v1.PaymentSucceededEvent"}
+    handler.refuse = {"foodsite.events.v1.PaymentSucceededEvent"}
 
     with pytest.raises(CommandError, match=r"HTTP 409: .*incompatible"):
         call_command("register_schemas", url=url)

@@ -39,7 +39,7 @@ class Command(BaseCommand):
                 problems = avro.check_backward_compatible(reader=_raw(current), writer=_raw(earlier))
                 if problems:
                     raise CommandError(f"{current.name} cannot read {earlier.name}: {'; '.join(problems)}")
-            subject = current.parsed["name"]  # e.g. contract.events.v1.OrderPlacedEvent
+            subject = current.parsed["name"]  # e.g. foodsite.events.v1.OrderPlacedEvent
             quoted = urllib.parse.quote(subject, safe="")
             _call(f"{url}/config/{quoted}", "PUT", {"compatibility": "BACKWARD"}, timeout)
             for schema in revisions:
