@@ -121,16 +121,20 @@ class OneThreadASGIHandler(ASGIHandler):
 
 def _with_handler_timing(send, started: float):
     """`send`, adding to the response's headers the time from this handler's start to its
-    answer (`Server-Timing: handler;dur=<ms>`): with the view's own (`app`, timed by
+    answer (`Server-Timing: handler;dur=<ms>;desc="<its start, epoch seconds>"`): with the view's own (`app`, timed by
     observability.metrics.RequestMetricsMiddleware), a client can tell its wait inside the
     view, inside the web process around it (waiting for a thread, reading the body), and
     outside (daphne, the kernel, the client itself)."""
 
+    # The wall clock too: a client on the same host can then tell its time before the
+    # handler started (its send, the kernel, daphne) from its time after it answered.
+    started_at = time.time()
+
     async def timed_send(message: dict) -> None:
         if message["type"] == "http.response.start":
             took = (time.perf_counter() - started) * 1000
-            headers = [*message.get("headers", ()), (b"server-timing", f"handler;dur={took:.1f}".encode())]
-            message = {**message, "headers": headers}
+            timing = f'handler;dur={took:.1f};desc="{started_at:.6f}"'
+            message = {**message, "headers": [*message.get("headers", ()), (b"server-timing", timing.encode())]}
         await send(message)
 
     return timed_send

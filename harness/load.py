@@ -28,22 +28,29 @@ ORDER_PATH = re.compile(r"/orders/([0-9a-f-]{36})/")
 
 @dataclass(frozen=True)
 class Split:
-    """Where one request's time went, in ms: as the client saw it, inside the web process's
+    """Where one request's time went, in ms: as the client saw it; inside the web process's
     handler (from daphne handing it over to the answer: waiting for a thread, the body, the
-    view), and inside the view's middleware chain. client - handler is outside the handler:
-    daphne, the kernel, the client's own threads waiting for the GIL or a CPU."""
+    view); inside the view's middleware chain. The rest is outside the handler, split by
+    the handler's start on the wall clock (same host) into before it (the client's send,
+    the kernel, daphne reading the request) and after it (daphne writing the answer, the
+    kernel, the client's thread waking up to read it)."""
 
     request: str
-    at: float  # wall time
+    at: float  # wall time the client sent it
     client: float
-    handler: float | None
-    app: float | None
+    handler: float | None = None
+    app: float | None = None
+    before: float | None = None
+
+    @property
+    def after(self) -> float | None:
+        return None if self.handler is None or self.before is None else self.client - self.before - self.handler
 
     def __str__(self) -> str:
-        outside = None if self.handler is None else self.client - self.handler
         return (
             f"{self.request} at {time.strftime('%H:%M:%S', time.localtime(self.at))}: {self.client:.0f} ms "
-            f"(view {_ms(self.app)}, handler {_ms(self.handler)}, outside the handler {_ms(outside)})"
+            f"(before the handler {_ms(self.before)}, handler {_ms(self.handler)} of which view {_ms(self.app)}, "
+            f"after it {_ms(self.after)})"
         )
 
 
@@ -52,13 +59,19 @@ def _ms(value: float | None) -> str:
 
 
 SLOWEST_KEPT = 5
-SERVER_TIMING = re.compile(r"(\w+);dur=([0-9.]+)")
+SERVER_TIMING = re.compile(r'(\w+);dur=([0-9.]+)(?:;desc="([0-9.]+)")?')
 
 
-def split_of(request: str, response: requests.Response | None, seconds: float) -> Split:
-    timings = dict(SERVER_TIMING.findall(response.headers.get("Server-Timing", ""))) if response is not None else {}
-    handler, app = timings.get("handler"), timings.get("app")
-    return Split(request, time.time(), seconds * 1000, float(handler) if handler else None, float(app) if app else None)
+def split_of(request: str, response: requests.Response | None, sent_at: float, seconds: float) -> Split:
+    timings = {name: (float(dur), start) for name, dur, start in SERVER_TIMING.findall(_server_timing(response))}
+    handler, handler_started = timings.get("handler", (None, ""))
+    app = timings["app"][0] if "app" in timings else None
+    before = (float(handler_started) - sent_at) * 1000 if handler_started else None
+    return Split(request, sent_at, seconds * 1000, handler, app, before)
+
+
+def _server_timing(response: requests.Response | None) -> str:
+    return "" if response is None else response.headers.get("Server-Timing", "")
 
 
 @dataclass
@@ -203,7 +216,7 @@ class OrderLoad:
 
     def _post(self, session: requests.Session, url: str, path: str, data: dict) -> requests.Response | None:
         """The response if it is the 302 a customer gets when it worked; else None, recorded."""
-        started = time.perf_counter()
+        sent_at, started = time.time(), time.perf_counter()
         try:
             response = session.post(url + path, data=data, allow_redirects=False, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -219,7 +232,7 @@ class OrderLoad:
             if elapsed > self.slow_after:
                 result.over.append((time.time(), elapsed))
             if len(result.slowest_split) < SLOWEST_KEPT or elapsed * 1000 > result.slowest_split[-1].client:
-                result.slowest_split.append(split_of(f"POST {url}{path}", response, elapsed))
+                result.slowest_split.append(split_of(f"POST {url}{path}", response, sent_at, elapsed))
                 result.slowest_split.sort(key=lambda split: -split.client)
                 del result.slowest_split[SLOWEST_KEPT:]
             if response is None or response.status_code != 302:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from asgiref.testing import ApplicationCommunicator
 from django.core.signals import request_finished, request_started
 
 from foodsite.asgi import OneThreadASGIHandler
+from harness.load import SERVER_TIMING
 
 SCOPE = {
     "type": "http",
@@ -152,7 +154,7 @@ async def timing_of(handler: OneThreadASGIHandler, path: str) -> dict[str, float
     start = await communicator.receive_output(timeout=20)
     await communicator.receive_output(timeout=20)
     values = b", ".join(value for name, value in start["headers"] if name.lower() == b"server-timing").decode()
-    return {part.split(";dur=")[0].strip(): float(part.split(";dur=")[1]) for part in values.split(",") if part}
+    return {name: float(duration) for name, duration, _ in SERVER_TIMING.findall(values)}
 
 
 def test_with_server_timing_on_an_answer_says_its_time_in_the_view_and_in_the_handler(settings):
@@ -181,6 +183,24 @@ def test_with_server_timing_on_an_answer_says_its_time_in_the_view_and_in_the_ha
     # The second waited for the one thread: in the handler, not in its view.
     waited = max(first["handler"] - first["app"], second["handler"] - second["app"])
     assert waited >= 250
+
+
+def test_the_handler_says_when_it_started_on_the_wall_clock(settings):
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    settings.SERVER_TIMING = True
+
+    async def one() -> bytes:
+        communicator = ApplicationCommunicator(OneThreadASGIHandler(threads=1), SCOPE)
+        await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+        start = await communicator.receive_output(timeout=20)
+        await communicator.receive_output(timeout=20)
+        return b", ".join(value for name, value in start["headers"] if name.lower() == b"server-timing")
+
+    before = time.time()
+    values = asyncio.run(one()).decode()
+    after = time.time()
+    [(_, _, started)] = [found for found in SERVER_TIMING.findall(values) if found[0] == "handler"]
+    assert before <= float(started) <= after
 
 
 def test_server_timing_is_off_by_default(settings):
