@@ -31,6 +31,12 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         permissions = [("work_as_courier", "Can see and work the courier page")]
+        # The courier page's two lists (deliveries.selectors): the oldest open ones, and a
+        # courier's own under way, read at every round of changes however long the backlog.
+        indexes = [
+            models.Index(fields=["status", "paid_at"], name="delivery_open_by_payment"),
+            models.Index(fields=["courier", "status"], name="delivery_courier_status"),
+        ]
 
     def __str__(self) -> str:
         return f"Delivery of order {self.order_id}"

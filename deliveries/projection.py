@@ -16,7 +16,7 @@ from eventing.bulk import update_many
 from eventing.projection import ConsumedEvent, Projection
 from eventing.registry import register
 from eventing.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
-from live.notices import courier_stream, order_stream
+from live.notices import ORDER_STATUS, Changes, courier_stream, order_stream
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,10 @@ class DeliveryProjection(Projection):
         if existing:
             update_many(list(existing.values()), UPDATED_FIELDS)
 
-    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
-        return {courier_stream()} | {order_stream(e.payload.order_id) for e in events}
+    def live_changes(self, events: list[ConsumedEvent]) -> Changes:
+        # A delivery is a row of the courier page (by order id) and the status of its order's page.
+        order_ids = {e.payload.order_id for e in events}
+        return {courier_stream(): order_ids} | {order_stream(order_id): {ORDER_STATUS} for order_id in order_ids}
 
 
 def _apply_courier_step(delivery: Delivery, step: DeliveryStatusChanged, consumed: ConsumedEvent) -> None:

@@ -2,6 +2,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -9,11 +10,33 @@ from django.views.decorators.http import require_POST
 from deliveries import selectors, services
 from deliveries.permissions import COURIER_PERMISSION
 
+OPEN_PER_PAGE = 50
+
 
 @login_required
 @permission_required(COURIER_PERMISSION, raise_exception=True)
 def courier(request: HttpRequest) -> HttpResponse:
-    return render(request, "deliveries/courier.html", {"deliveries": selectors.deliveries_to_make()})
+    return render(request, "deliveries/courier.html", courier_page_context(request.user.get_username()))
+
+
+def courier_page_context(courier: str) -> dict:
+    """The courier page: their own deliveries under way, and the oldest open ones to claim."""
+    open_shown = list(selectors.open_deliveries()[: selectors.OPEN_ON_COURIER_PAGE])
+    count = len(open_shown) if len(open_shown) < selectors.OPEN_ON_COURIER_PAGE else selectors.open_deliveries().count()
+    return {
+        "mine": list(selectors.deliveries_of_courier(courier)),
+        "open_shown": open_shown,
+        "open_count": count,
+        "open_limit": selectors.OPEN_ON_COURIER_PAGE,
+    }
+
+
+@login_required
+@permission_required(COURIER_PERMISSION, raise_exception=True)
+def open_deliveries(request: HttpRequest) -> HttpResponse:
+    """Every open delivery, a page at a time (not live: the courier page is the live one)."""
+    page = Paginator(selectors.open_deliveries(), OPEN_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "deliveries/open_deliveries.html", {"page": page})
 
 
 @require_POST
@@ -25,7 +48,7 @@ def courier_step(request: HttpRequest, order_id: UUID, step: str) -> HttpRespons
     try:
         services.report_courier_step(courier=request.user.get_username(), order_id=order_id, step=step)
     except services.CourierStepRefused as exc:
-        context = {"deliveries": selectors.deliveries_to_make(), "error": str(exc)}
+        context = {**courier_page_context(request.user.get_username()), "error": str(exc)}
         return render(request, "deliveries/courier.html", context, status=409)
     messages.success(request, f"{step.capitalize()}: sent for order {str(order_id)[:8]}.")
     return redirect("courier")

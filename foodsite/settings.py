@@ -220,6 +220,9 @@ if EVENT_FORMAT not in {"json", "avro"}:
 # process forwards them to its own websockets through the in-memory layer.
 LIVE_UPDATES_RETENTION_MS = int(os.environ.get("LIVE_UPDATES_RETENTION_MS", str(3600 * 1000)))
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+# A live socket re-reads its user's session and permission before it sends anything, at most
+# this often (live.sockets): a logged-out courier stops getting rows within this many seconds.
+LIVE_RECHECK_SECONDS = float(os.environ.get("LIVE_RECHECK_SECONDS", "10"))
 
 # The event machinery's hooks and notice topics (eventing.hooks, eventing.topics): after a
 # consumer commits, the live pages hear of it; its counts go to Prometheus.

@@ -13,6 +13,7 @@ urlpatterns = [
     path("orders/<uuid:order_id>/", orders_views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/pay/", orders_views.pay, name="order-pay"),
     path("courier/", deliveries_views.courier, name="courier"),
+    path("courier/open/", deliveries_views.open_deliveries, name="courier-open"),
     path("courier/<uuid:order_id>/<slug:step>/", deliveries_views.courier_step, name="courier-step"),
     path("stats/", stats_views.dashboard, name="stats"),
     path("stats/dead-letters/", include("deadletters.urls")),

@@ -1,5 +1,6 @@
 """The live bridge: one thread per web process that reads every notice of the live-updates
-topic and forwards it to this process's Channels group of the same name.
+topic and hands it to this process's feed of that stream (live.feeds), if a socket here
+follows it.
 
 Why a Kafka topic and not a cross-process channel layer: see live.notices. Each web process
 reads the topic from its end with a plain assignment (no consumer group to join or leave),
@@ -12,27 +13,24 @@ import asyncio
 import logging
 import threading
 
-from channels.layers import get_channel_layer
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from eventing import tracing
 from eventing.clients import consumer_config
 from eventing.topics import topic_name
-from live.notices import LIVE_UPDATES
+from live import feeds
+from live.notices import LIVE_UPDATES, read_notice
 
 # Named as before the split into packages: deployments filter their logs on it.
 log = logging.getLogger("foodsite.live")
 
-STREAM_CHANGED = "stream.changed"  # the Channels message type (handled by stream_changed)
-
 
 class LiveBridge:
-    """Reads the live-updates topic in a thread and forwards each notice to this process's
-    Channels group of the same name, on the event loop that serves the websockets."""
+    """Reads the live-updates topic in a thread and hands each notice to this process's feed
+    of its stream, on the event loop that serves the websockets."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._layer = get_channel_layer()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="live-bridge", daemon=True)
 
@@ -62,14 +60,13 @@ class LiveBridge:
                 messages = consumer.consume(1, 0.2)
                 if messages:
                     messages.extend(consumer.consume(99, 0))
-                streams = {m.key().decode() for m in messages if m.error() is None and m.key()}
+                changes = merged(messages)
                 if log.isEnabledFor(logging.DEBUG):
                     for m in messages:
                         trace_id = tracing.trace_id_of(tracing.header_of(m.headers()))
                         log.debug("live notice for %s", m.key(), extra={"trace_id": trace_id})
-                for stream in streams:
-                    message = {"type": STREAM_CHANGED, "stream": stream}
-                    asyncio.run_coroutine_threadsafe(self._layer.group_send(stream, message), self._loop)
+                for stream, (parts, at) in changes.items():
+                    self._loop.call_soon_threadsafe(feeds.notify, stream, parts, at)
         except Exception:
             log.exception("live bridge stopped; pages fall back to reloading")
         finally:
@@ -90,6 +87,23 @@ class LiveBridge:
                 log.info("live bridge reading %s", topic)
                 return
             self._stopping.wait(2)  # the topic appears when init_kafka runs
+
+
+def merged(messages: list) -> dict[str, tuple[frozenset[str] | None, float]]:
+    """One change per stream out of a poll's notices: the union of their parts (None, the
+    whole page, wins) and the oldest commit time."""
+    changes: dict[str, tuple[frozenset[str] | None, float]] = {}
+    for message in messages:
+        if message.error() is not None or not message.key():
+            continue
+        stream = message.key().decode()
+        at, parts = read_notice(message.value())
+        if stream in changes:
+            before, first = changes[stream]
+            parts = None if parts is None or before is None else before | parts
+            at = min(at, first)
+        changes[stream] = (parts, at)
+    return changes
 
 
 _bridge: LiveBridge | None = None

@@ -1,25 +1,37 @@
 """Websockets of the live pages: one stream per page, each checked like the page itself.
 
-When its stream changes, a socket sends its page as the browser's re-fetch would get it: the
-web process reads the page in-process through the ordinary view (`read_page`: every
-middleware, login and permission check, with the cookies the socket was opened with), and
-live.js swaps its live regions from that. So the change costs one render on the server and
-no round trip of the browser's, and a socket can still only carry what a GET by the same
-browser would: a page that is not a 200 (logged out since, no longer allowed) is not sent,
-only the notice, and the browser re-fetches the page itself. An anonymous or wrong user is
-refused before the handshake completes (the browser sees HTTP 403).
+A socket follows its stream's feed in this web process (live.feeds). When a round of
+changes has been read, the socket sends its browser what its page shows of them (`frame`):
+the rows it lists, in order, with the markup of those that changed or are new to it, and
+the regions that changed. live.js applies them by id (replace, insert, move, remove). What
+a socket may send is decided per socket, for its user: at the handshake (an anonymous or
+wrong user is refused before it completes: the browser sees HTTP 403), then again every
+settings.LIVE_RECHECK_SECONDS before it sends anything (the session read afresh: logged out,
+or no longer allowed, and the socket is closed with 4403), and by each page's own rule of
+which rows its user sees (a courier's own deliveries go to that courier only).
+
+A socket that opens, or whose page asks for it (a row it was told to show and does not
+have), gets its whole page once, read in-process through the ordinary view (`read_page`:
+every middleware, login and permission check, with the cookies the socket was opened with).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from importlib import import_module
+from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user
+from django.contrib.auth.models import AnonymousUser
 from django.dispatch import Signal
 
+from live import feeds
 from live.bridge import ensure_bridge
 
 # Named as before the split into packages: deployments filter their logs on it.
@@ -94,13 +106,16 @@ async def read_page(http_application: ASGIApp, socket_scope: dict, path: str) ->
 
 
 class LiveStreamSocket(AsyncJsonWebsocketConsumer):
-    """A live page's websocket. Each app's page has its subclass (its stream, its page, who
-    may follow it); the project's routing gives each one the HTTP application to read its
-    page through: `CourierSocket.as_asgi(pages=http_application)`."""
+    """A live page's websocket. Each app's page has its subclass: its stream, its page, who
+    may follow it, how a round of changes is read (`read_changes`, once per round for every
+    socket of the stream in this process) and what of it this socket's page gets (`frame`).
+    The project's routing gives each one the HTTP application its whole page is read
+    through: `CourierSocket.as_asgi(pages=http_application)`."""
 
     stream: str | None = None
-    _sending: asyncio.Task | None = None  # the page being read and sent, if any
-    _again = False  # a notice came meanwhile: read the page once more after
+    push_interval = 0.1  # seconds: at most one frame per socket per interval (live.feeds)
+    needs_page = True
+    _checked_at = 0.0
 
     def __init__(self, *args: object, pages: ASGIApp, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -112,39 +127,63 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
             await self.close()  # before accept(): the handshake is refused with HTTP 403
             return
         ensure_bridge()
-        await self.channel_layer.group_add(self.stream, self.channel_name)
         await self.accept()
+        self._checked_at = time.monotonic()
+        feeds.follow(self.stream, self)
         socket_opened_or_closed.send(type(self), page=self.page(), change=1)
 
     async def disconnect(self, code: int) -> None:
-        if self._sending is not None:
-            self._sending.cancel()
         if self.stream is not None:
-            await self.channel_layer.group_discard(self.stream, self.channel_name)
+            feeds.unfollow(self.stream, self)
             socket_opened_or_closed.send(type(self), page=self.page(), change=-1)
+            self.stream = None
+
+    async def receive_json(self, content: object, **kwargs: object) -> None:
+        # The page lost track (told to list a row it does not have): its whole page, once.
+        if isinstance(content, dict) and content.get("want") == "page" and self.stream is not None:
+            self.needs_page = True
+            feeds.wake(self.stream)
 
     @classmethod
     def page(cls) -> str:
         return cls.__name__.removesuffix("Socket").lower()  # courier, stats, order
 
-    async def stream_changed(self, message: dict) -> None:
-        # Notices come faster than pages render under load: while one is read, the next
-        # notices ask for one more read, not one each (live.js did the same with re-fetches).
-        if self._sending is not None and not self._sending.done():
-            self._again = True
-            return
-        self._sending = asyncio.create_task(self._send_page(message["stream"]))
+    # What a feed calls (live.feeds.Follower).
 
-    async def _send_page(self, stream: str) -> None:
-        self._again = True
-        while self._again:
-            self._again = False
-            try:
-                page = await read_page(self.pages, self.scope, self.page_path())
-            except Exception:  # the notice alone still brings the browser's own re-fetch
-                log.exception("live page %s not read for its socket", self.page_path())
-                page = None
-            await self.send_json({"stream": stream, "page": page} if page is not None else {"stream": stream})
+    async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> object:
+        return await database_sync_to_async(self.read_changes)(stream, changed, followers)
+
+    async def still_allowed(self) -> bool:
+        if time.monotonic() - self._checked_at < settings.LIVE_RECHECK_SECONDS:
+            return True
+        allowed = await database_sync_to_async(self._allowed_now)()
+        self._checked_at = time.monotonic()
+        return allowed
+
+    async def refuse(self) -> None:
+        log.info("live socket of %s closed: its user may no longer follow %s", self.page(), self.stream)
+        if self.stream is not None:
+            feeds.unfollow(self.stream, self)
+        await self.close(code=4403)
+
+    async def send_page(self, snapshot: object) -> None:
+        page = await read_page(self.pages, self.scope, self.page_path())
+        if page is None:  # not a 200 any more: logged out, or no longer allowed
+            await self.refuse()
+            return
+        self.needs_page = False
+        self.page_sent(snapshot)
+        await self.send_json({"page": page})
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send_json(frame)
+
+    def _allowed_now(self) -> bool:
+        """The handshake's check again, with the user as the session says now."""
+        self.scope["user"] = user_of_session(self.scope.get("session"))
+        return self.allowed_stream() == self.stream
+
+    # What each page's socket says.
 
     def page_path(self) -> str:
         """The page this socket belongs to (what its browser would re-fetch)."""
@@ -154,3 +193,26 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
         """The stream this user may follow on this URL, or None to refuse (runs in a thread:
         permission and session checks read the database)."""
         raise NotImplementedError
+
+    @classmethod
+    def read_changes(cls, stream: str, changed: frozenset[str] | None, followers: list) -> object:
+        """A round's changes of `stream` (the parts its notices named; None: all of them), read
+        once for all `followers` in this process (runs in a thread: reads the database)."""
+        raise NotImplementedError
+
+    def frame(self, snapshot: object) -> dict | None:
+        """What this socket's page gets of a round (no database: the read is done), or None
+        when nothing it shows changed. Keys: "rows" {id: markup}, "lists" {name: [ids in
+        order]}, "regions" {name: inner markup}, or "page" (the whole page, as a GET)."""
+        raise NotImplementedError
+
+    def page_sent(self, snapshot: object) -> None:
+        """The whole page was just sent, read after `snapshot`: what it shows is the state."""
+
+
+def user_of_session(session: object) -> object:
+    """The user a session names now, read afresh (AnonymousUser if none, or logged out)."""
+    if session is None or not getattr(session, "session_key", None):
+        return AnonymousUser()
+    store = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key)
+    return get_user(SimpleNamespace(session=store))

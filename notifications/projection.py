@@ -7,7 +7,7 @@ from contract.events import DeliveryDelivered, DeliveryPickedUp, OrderPlaced, Pa
 from eventing.projection import ConsumedEvent, Projection
 from eventing.registry import register
 from eventing.topics import DELIVERY_STATUS, ORDERS, PAYMENTS
-from live.notices import order_stream
+from live.notices import ORDER_NOTIFICATIONS, Changes, order_stream
 from notifications.models import Notification, Recipient
 from notifications.services import schedule_sending
 
@@ -72,6 +72,6 @@ class NotificationProjection(Projection):
         ).values_list("pk", flat=True)
         schedule_sending(list(pending))
 
-    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
+    def live_changes(self, events: list[ConsumedEvent]) -> Changes:
         # The order pages show their notifications (a live region): new rows appear at once.
-        return {order_stream(e.payload.order_id) for e in events}
+        return {order_stream(e.payload.order_id): {ORDER_NOTIFICATIONS} for e in events}

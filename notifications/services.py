@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from eventing.producer import get_publisher
-from live.notices import announce, order_stream
+from live.notices import ORDER_NOTIFICATIONS, announce, order_stream
 from notifications.models import Notification, Recipient
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ def unsent(older_than: timedelta, limit: int = 500) -> list[int]:
 
 def _show_on_order_page(notification: Notification) -> None:
     # The worker changed what the order page lists: tell its open pages (live.notices).
-    announce(get_publisher().producer, {order_stream(str(notification.order_id))}, notification.traceparent)
+    changes = {order_stream(str(notification.order_id)): {ORDER_NOTIFICATIONS}}
+    announce(get_publisher().producer, changes, notification.traceparent)
 
 
 def _message(notification: Notification, recipient: Recipient) -> EmailMessage:

@@ -20,7 +20,7 @@ from eventing.bulk import insert_many, update_many
 from eventing.projection import ConsumedEvent, Projection
 from eventing.registry import register
 from eventing.topics import ORDERS, PAYMENTS
-from live.notices import stats_stream
+from live.notices import Changes, stats_stream
 from stats.models import DishSales, OrdersPerMinute, SalesOrder, SalesTotals
 
 ZERO = Decimal("0")
@@ -44,8 +44,8 @@ class SalesProjection(Projection):
         for model in (SalesOrder, DishSales, SalesTotals, OrdersPerMinute):
             model.objects.all().delete()
 
-    def live_streams(self, events: list[ConsumedEvent]) -> set[str]:
-        return {stats_stream()}
+    def live_changes(self, events: list[ConsumedEvent]) -> Changes:
+        return {stats_stream(): None}  # every figure of the page may move: the whole page
 
     def apply(self, events: list[ConsumedEvent]) -> None:
         placed: dict[UUID, OrderPlaced] = {}

@@ -23,11 +23,11 @@ def _staff_only(user: AbstractBaseUser) -> bool:
 async def dashboard(request: HttpRequest) -> HttpResponse:
     # The Kafka view can wait on the broker for seconds: it waits in a thread of its own, not
     # in the one thread every other page's database work runs in (foodsite.asgi).
-    kafka = await sync_to_async(_kafka_view_closing_connections, thread_sensitive=False)()
+    kafka = await sync_to_async(kafka_view_closing_connections, thread_sensitive=False)()
     return await sync_to_async(_render_dashboard)(request, kafka)
 
 
-def _kafka_view_closing_connections() -> KafkaView:
+def kafka_view_closing_connections() -> KafkaView:
     try:
         return kafka_view()
     finally:
@@ -35,24 +35,25 @@ def _kafka_view_closing_connections() -> KafkaView:
 
 
 def _render_dashboard(request: HttpRequest, kafka: KafkaView) -> HttpResponse:
+    return render(request, "stats/dashboard.html", dashboard_context(kafka))
+
+
+def dashboard_context(kafka: KafkaView) -> dict:
+    """The staff page's figures (the page's view and its socket, stats.sockets)."""
     per_minute = selectors.orders_per_minute()
     top = selectors.top_dishes()
     counts = [row.orders for row in per_minute]
-    return render(
-        request,
-        "stats/dashboard.html",
-        {
-            "totals": selectors.sales_totals(),
-            "dishes": selectors.dish_sales(),
-            # The charts' data, read by stats/dashboard.js from json_script elements.
-            "per_minute_chart": {
-                "labels": [timezone.localtime(row.minute).strftime("%H:%M") for row in per_minute],
-                "orders": counts,
-            },
-            "per_minute_total": sum(counts),
-            "per_minute_peak": max(counts, default=0),
-            "chart_minutes": selectors.CHART_MINUTES,
-            "top_chart": {"labels": [dish.name for dish in top], "quantities": [dish.quantity for dish in top]},
-            "kafka": kafka,
+    return {
+        "totals": selectors.sales_totals(),
+        "dishes": selectors.dish_sales(),
+        # The charts' data, read by stats/dashboard.js from json_script elements.
+        "per_minute_chart": {
+            "labels": [timezone.localtime(row.minute).strftime("%H:%M") for row in per_minute],
+            "orders": counts,
         },
-    )
+        "per_minute_total": sum(counts),
+        "per_minute_peak": max(counts, default=0),
+        "chart_minutes": selectors.CHART_MINUTES,
+        "top_chart": {"labels": [dish.name for dish in top], "quantities": [dish.quantity for dish in top]},
+        "kafka": kafka,
+    }

@@ -1,6 +1,7 @@
-"""The live pages' websockets: who may follow which stream, and a notice announced on the
-real broker reaching the right sockets through this process's bridge, with the page as that
-socket's browser would GET it, or without it once that browser may no longer read it."""
+"""The live pages' websockets: who may follow which stream; a socket's whole page first, as
+its browser would GET it; then a notice announced on the real broker reaching the right
+sockets through this process's bridge and feed as the rows it names, only those its user
+may see; changes coalesced; nothing once that browser may no longer read the page."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from channels.testing import WebsocketCommunicator
 from confluent_kafka import Producer
 from django.conf import settings
 
+from deliveries.models import Delivery
 from foodsite.asgi import application
 from harness.factories import CourierFactory, DeliveryFactory, DishFactory, StaffFactory, UserFactory
 from harness.web import logged_in, place_order
 from live.bridge import stop_bridge
 from live.notices import announce
+from orders.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -70,58 +73,155 @@ def test_a_socket_from_another_site_is_refused():
     assert not may_connect("/ws/courier/", logged_in(CourierFactory()), origin="https://evil.example")
 
 
-def announce_until_received(communicator: WebsocketCommunicator, stream: str) -> dict:
-    """Announce `stream` on the broker until the socket gets a message: the bridge starts
+async def connected(path: str, client) -> WebsocketCommunicator:
+    """An open socket whose first frame, its whole page, has been read."""
+    communicator = WebsocketCommunicator(application, path, headers(client))
+    assert (await communicator.connect(timeout=5))[0]
+    first = await communicator.receive_json_from(timeout=10)
+    assert set(first) == {"page"}
+    return communicator
+
+
+async def announce_until_received(communicator: WebsocketCommunicator, changes: dict) -> dict:
+    """Announce `changes` on the broker until the socket gets a frame: the bridge starts
     reading at the topic's end when the first socket opens."""
-
-    async def receive() -> dict:
-        producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
-        deadline = time.monotonic() + 20
-        while True:
-            announce(producer, {stream})
-            producer.flush(5)
-            # (receive_nothing, not a receive with a timeout: that one kills the socket)
-            if not await communicator.receive_nothing(timeout=0.5):
-                return await communicator.receive_json_from()
-            assert time.monotonic() < deadline, f"the notice never reached the {stream} socket"
-
-    return receive()
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    deadline = time.monotonic() + 20
+    while True:
+        announce(producer, changes)
+        producer.flush(5)
+        # (receive_nothing, not a receive with a timeout: that one kills the socket)
+        if not await communicator.receive_nothing(timeout=0.5):
+            return await communicator.receive_json_from()
+        assert time.monotonic() < deadline, f"no frame for {changes}"
 
 
-def test_a_notice_on_kafka_reaches_the_streams_sockets_only(client, kafka):
+def test_a_socket_first_gets_its_whole_page_as_its_browser_would(client):
+    courier = logged_in(CourierFactory())
+    delivery = DeliveryFactory(customer_name="Ada of the first page")
+
+    async def scenario() -> dict:
+        communicator = WebsocketCommunicator(application, "/ws/courier/", headers(courier))
+        assert (await communicator.connect(timeout=5))[0]
+        first = await communicator.receive_json_from(timeout=10)
+        await communicator.disconnect()
+        return first
+
+    page = async_to_sync(scenario)()["page"]
+    assert 'data-live-list="open-deliveries"' in page
+    assert f'data-live-id="{delivery.order_id}"' in page
+    assert "Ada of the first page" in page
+
+
+def test_a_notice_on_kafka_brings_the_rows_it_names_to_the_streams_sockets_only(kafka):
     courier, staff = logged_in(CourierFactory()), logged_in(StaffFactory())
-    delivery = DeliveryFactory(customer_name="Ada of the notice")
+    shown = DeliveryFactory(customer_name="Ada before")
+    DeliveryFactory(customer_name="Bob unchanged")  # listed too, not named by the notice
 
     async def scenario() -> tuple[dict, bool]:
-        on_courier = WebsocketCommunicator(application, "/ws/courier/", headers(courier))
-        on_stats = WebsocketCommunicator(application, "/ws/stats/", headers(staff))
-        assert (await on_courier.connect(timeout=5))[0]
-        assert (await on_stats.connect(timeout=5))[0]
-        received = await announce_until_received(on_courier, "courier")
+        on_courier = await connected("/ws/courier/", courier)
+        on_stats = await connected("/ws/stats/", staff)
+        await database_sync_to_async(Delivery.objects.filter(pk=shown.pk).update)(customer_name="Ada after")
+        received = await announce_until_received(on_courier, {"courier": {str(shown.order_id)}})
         stats_got_one = not await on_stats.receive_nothing(timeout=1)
         await on_courier.disconnect()
         await on_stats.disconnect()
         return received, stats_got_one
 
     received, stats_got_one = async_to_sync(scenario)()
-    assert received["stream"] == "courier"
-    # The courier's page as the courier's browser would GET it, for live.js to swap in.
-    assert 'data-live-region="deliveries"' in received["page"]
-    assert f'data-order-id="{delivery.order_id}"' in received["page"]
-    assert "Ada of the notice" in received["page"]
+    # The row it names, in its new state, and nothing of the row it does not name.
+    assert list(received["rows"]) == [str(shown.order_id)]
+    assert "Ada after" in received["rows"][str(shown.order_id)]
+    assert "Bob unchanged" not in str(received)
     assert not stats_got_one
 
 
-def test_a_socket_whose_browser_logged_out_gets_no_page(kafka):
+def test_a_courier_gets_their_own_deliveries_and_never_another_couriers(kafka):
+    ada, bob = CourierFactory(username="ada"), CourierFactory(username="bob")
+    as_ada, as_bob = logged_in(ada), logged_in(bob)
+    open_one = DeliveryFactory()
+    adas = DeliveryFactory(customer_name="Ada's customer")
+
+    async def scenario() -> tuple[dict, dict]:
+        on_ada = await connected("/ws/courier/", as_ada)
+        on_bob = await connected("/ws/courier/", as_bob)
+        await database_sync_to_async(Delivery.objects.filter(pk=adas.pk).update)(
+            status=Delivery.Status.CLAIMED, courier=ada.username
+        )
+        changes = {"courier": {str(adas.order_id)}}
+        to_ada = await announce_until_received(on_ada, changes)
+        to_bob = await announce_until_received(on_bob, changes)
+        await on_ada.disconnect()
+        await on_bob.disconnect()
+        return to_ada, to_bob
+
+    to_ada, to_bob = async_to_sync(scenario)()
+    assert to_ada["lists"] == {"open-deliveries": [str(open_one.order_id)], "my-deliveries": [str(adas.order_id)]}
+    assert "Picked up" in to_ada["rows"][str(adas.order_id)]
+    # Bob's page drops the row from the open ones, and gets nothing of it.
+    assert to_bob["lists"] == {"open-deliveries": [str(open_one.order_id)], "my-deliveries": []}
+    assert str(adas.order_id) not in str(to_bob.get("rows", {}))
+    assert "Ada's customer" not in str(to_bob)
+
+
+def test_changes_faster_than_the_interval_are_sent_once_in_their_latest_state(kafka):
     courier = logged_in(CourierFactory())
+    delivery = DeliveryFactory(customer_name="Version 0")
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+
+    async def scenario() -> list[dict]:
+        communicator = await connected("/ws/courier/", courier)
+        await announce_until_received(communicator, {"courier": {str(delivery.order_id)}})  # the bridge reads
+        for version in range(1, 31):
+            await database_sync_to_async(Delivery.objects.filter(pk=delivery.pk).update)(
+                customer_name=f"Version {version}"
+            )
+            announce(producer, {"courier": {str(delivery.order_id)}})
+            producer.flush(5)
+        frames = []
+        while not await communicator.receive_nothing(timeout=1):
+            frames.append(await communicator.receive_json_from())
+        await communicator.disconnect()
+        return frames
+
+    frames = async_to_sync(scenario)()
+    assert frames, "no frame for thirty changes"
+    assert "Version 30" in frames[-1]["rows"][str(delivery.order_id)]
+    assert len(frames) < 30  # coalesced: never a frame per notice
+
+
+def test_an_order_page_gets_the_region_a_notice_names(client, kafka):
+    order_id = place_order(client, {DishFactory(): 1})
 
     async def scenario() -> dict:
-        communicator = WebsocketCommunicator(application, "/ws/courier/", headers(courier))
-        assert (await communicator.connect(timeout=5))[0]
-        await database_sync_to_async(courier.logout)()  # the socket stays open, its session is gone
-        received = await announce_until_received(communicator, "courier")
+        communicator = await connected(f"/ws/orders/{order_id}/", client)
+        await database_sync_to_async(Order.objects.filter(pk=order_id).update)(status=Order.Status.PAID)
+        received = await announce_until_received(communicator, {f"order.{order_id}": {"order-status"}})
         await communicator.disconnect()
         return received
 
-    # Only the notice: the browser re-fetches and gets what a logged-out visitor gets.
-    assert async_to_sync(scenario)() == {"stream": "courier"}
+    received = async_to_sync(scenario)()
+    assert list(received["regions"]) == ["order-status"]
+    assert 'id="order-status">Paid<' in received["regions"]["order-status"]
+    assert received["at"] > 0  # when the consumer committed: the benchmarks' start
+
+
+def test_a_socket_whose_browser_logged_out_is_closed_before_it_sends(kafka, settings):
+    settings.LIVE_RECHECK_SECONDS = 0  # re-read the session before every frame
+    courier = logged_in(CourierFactory())
+    delivery = DeliveryFactory(customer_name="Not for the logged out")
+
+    async def scenario() -> dict:
+        communicator = await connected("/ws/courier/", courier)
+        await database_sync_to_async(courier.logout)()  # the socket stays open, its session is gone
+        producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+        deadline = time.monotonic() + 20
+        while await communicator.receive_nothing(timeout=0.5):
+            announce(producer, {"courier": {str(delivery.order_id)}})
+            producer.flush(5)
+            assert time.monotonic() < deadline, "the socket neither sent nor closed"
+        received = await communicator.receive_output()
+        await communicator.wait()
+        return received
+
+    assert async_to_sync(scenario)() == {"type": "websocket.close", "code": 4403}

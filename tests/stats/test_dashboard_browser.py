@@ -6,6 +6,7 @@ the real view. The server is Django's live server, the numbers come from the rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -90,7 +91,9 @@ def test_charts_draw_and_a_live_notice_updates_them_in_place(client, kafka, live
     pay_order(client, place_order(client, {pizza: 1, salad: 3}))
     kafka.drain(SalesProjection())
     assert len(sockets) == 1
-    sockets[0].send('{"stream": "stats"}')  # what the web process sends when stats changed
+    # What the web process sends when stats changed: the page as its socket reads it.
+    fresh_page = page.request.get(f"{live_server.url}/stats/").text()  # with the page's staff cookies
+    sockets[0].send(json.dumps({"page": fresh_page}))
 
     expect(page.locator("#stat-orders")).to_have_text("2")
     page.wait_for_function("() => Chart.getChart('chart-top-dishes').data.labels.length === 2")
