@@ -7,14 +7,18 @@ every consumer, the worker) and a real headless Chromium (Debian's, as tests/bro
 it) with the courier's page and a customer's order page open, each stamped by a
 MutationObserver (Date.now(), the same wall clock as this script's time.time()). Two paths:
 
-- pay: the payment's answer (HTTP 302) -> the order's row on the courier's page;
+- pay: the payment's answer (HTTP 302) -> the order's row among the open deliveries of the
+  courier's page (light load only: under load the page shows the oldest open ones, and a
+  new order is not among them);
+- claim: the courier's claim answer -> the row among the courier's own deliveries;
 - step: the courier's pick-up or delivered answer -> the new status on the customer's page.
 
 Two loads, one after the other on the same stack: light (one measured order a second,
 nothing else) and loaded (the same measured orders while a background producer writes
 `--load` orders a second straight to Kafka, as the web's outbox would: placed, paid, then
-claimed, picked up and delivered by another courier 1 s later, so that the courier's list
-stays short). Measured orders go through the real web (requests over HTTP, as the tests'
+claimed, picked up and delivered by another courier 1 s later), with `--backlog` open
+deliveries nobody claims written first (1,000: the courier page lists the oldest 20 and
+their count). Measured orders go through the real web (requests over HTTP, as the tests'
 http_client does). Each path is split at its live-updates notice, read by this script too: answer -> notice
 announced (the consumer applied and committed the event), announced -> shown (Kafka, the
 web's bridge, the page read for the socket, websocket, DOM), and that again at the page's
@@ -50,6 +54,11 @@ OBSERVE_ROWS = """() => { window.__rows = {};
   const stamp = () => { for (const row of document.querySelectorAll('tr[data-order-id]'))
       window.__rows[row.dataset.orderId] ??= Date.now(); };
   new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true}); }"""
+OBSERVE_MINE = """() => { window.__mine = {};
+  const mine = "[data-live-list='my-deliveries'] > tr[data-order-id]";
+  const stamp = () => { for (const row of document.querySelectorAll(mine))
+      window.__mine[row.dataset.orderId] ??= Date.now(); };
+  new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true}); }"""
 OBSERVE_STATUS = """() => { window.__status = {};
   const stamp = () => { const s = document.getElementById('order-status');
       if (s) window.__status[s.textContent.trim()] ??= Date.now(); };
@@ -57,17 +66,13 @@ OBSERVE_STATUS = """() => { window.__status = {};
   new MutationObserver(stamp).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
 
 
-# Stamps, in every page of a context, when a websocket message arrives and when a fetch's
-# body has been read (live.js reads a re-fetched page with response.text()): announced ->
-# shown split into the trip to the browser and what the page does then.
-STAMP_HOPS = """window.__hops = {ws: [], fetched: []};
+# Stamps, in every page of a context, when a websocket message arrives: announced -> shown
+# split into the trip to the browser and what the page does then.
+STAMP_HOPS = """window.__hops = {ws: []};
   const NativeSocket = window.WebSocket;
   window.WebSocket = class extends NativeSocket {
     constructor(...args) { super(...args);
-      this.addEventListener('message', () => window.__hops.ws.push(Date.now())); } };
-  const nativeText = Response.prototype.text;
-  Response.prototype.text = async function () {
-    const body = await nativeText.call(this); window.__hops.fetched.push(Date.now()); return body; };"""
+      this.addEventListener('message', () => window.__hops.ws.push(Date.now())); } };"""
 
 
 class Stack:
@@ -139,7 +144,7 @@ class Notices:
         from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
         from eventing.topics import topic_name
-        from live.notices import LIVE_UPDATES
+        from live.notices import LIVE_UPDATES, read_notice
 
         consumer = Consumer(
             {"bootstrap.servers": self.bootstrap, "group.id": "bench-live", "enable.auto.commit": False}
@@ -153,7 +158,8 @@ class Notices:
                 if message.error() is None and message.key():
                     read_at = time.time()
                     with self._lock:
-                        self.seen[message.key().decode()].append((float(message.value()), read_at))
+                        announced, _ = read_notice(message.value())
+                        self.seen[message.key().decode()].append((announced, read_at))
         consumer.close()
 
     def first_after(self, stream: str, moment: float) -> tuple[float, float] | None:
@@ -163,12 +169,14 @@ class Notices:
 
 class BackgroundLoad:
     """`rate` orders a second straight into Kafka (JSON events, as the outbox publishes them),
-    each claimed, picked up and delivered by courier `bench-load` 1 s after its payment."""
+    each claimed, picked up and delivered by courier `bench-load` 1 s after its payment
+    (`steps=False`: left open)."""
 
-    def __init__(self, bootstrap: str, rate: int) -> None:
+    def __init__(self, bootstrap: str, rate: int, steps: bool = True) -> None:
         from confluent_kafka import Producer
 
         self.rate = rate
+        self.steps = steps
         self.sent = 0
         self._producer = Producer(
             {
@@ -219,7 +227,8 @@ class BackgroundLoad:
             total = line.unit_price * line.quantity
             self._publish(OrderPlaced(order_id, "Load", "Via Carico 1", [line], total))
             self._publish(PaymentSucceeded(order_id, total, "4242"))
-            pending.append((now + 1, order_id))
+            if self.steps:
+                pending.append((now + 1, order_id))
             while pending and pending[0][0] <= now:
                 _, done = pending.pop(0)
                 for step in (DeliveryClaimed, DeliveryPickedUp, DeliveryDelivered):
@@ -253,8 +262,7 @@ def record_hops(
     """Split answer -> shown at the notice: the consumer's part (applied, committed, announced:
     exact, the notice carries its time) and the rest, split again by the page's own stamps
     (STAMP_HOPS): to the websocket message (Kafka, the web's bridge, the page read for that
-    socket: live.sockets), then the DOM swap (and, when the message was a bare notice,
-    the page's own re-fetch before it). This script's own read of the notice shows Kafka's
+    socket: live.sockets), then the DOM swap. This script's own read of the notice shows Kafka's
     share; it shares the process with the browser driver, so it may read later than the web did."""
     if notice is None or notice[0] > shown:
         return  # no notice of this stream after the answer: the row came with an earlier one
@@ -266,21 +274,18 @@ def record_hops(
     if message is None:
         return
     hops[f"{path}:   announced -> websocket message"].append(message - announced)
-    fetched = next((t for t in page_stamps["fetched"] if message <= t <= shown), None)
-    if fetched is not None:  # the message was a bare notice: the page re-fetched itself
-        hops[f"{path}:   message -> page re-fetched"].append(fetched - message)
-        hops[f"{path}:   re-fetched -> shown"].append(shown - fetched)
-    else:  # the message brought the page
-        hops[f"{path}:   message -> shown"].append(shown - message)
+    hops[f"{path}:   message -> shown"].append(shown - message)
 
 
 def page_stamps(page) -> dict[str, list[float]]:
     stamps = page.evaluate("window.__hops")
-    return {kind: [t / 1000 for t in stamps[kind]] for kind in ("ws", "fetched")}
+    return {"ws": [t / 1000 for t in stamps["ws"]]}
 
 
-def measure(stack: Stack, browser, notices: Notices, orders: int, interval: float) -> dict:
-    """`orders` measured orders, one every `interval` s: pay -> courier row, steps -> customer status."""
+def measure(stack: Stack, browser, notices: Notices, orders: int, interval: float, pay_row: bool) -> dict:
+    """`orders` measured orders, one every `interval` s: pay -> open row on the courier page
+    (when `pay_row`: the page can show a new order), claim -> the courier's own row, steps ->
+    customer status."""
     courier_session = logged_in(stack.url, "courier")
     customer_session = requests.Session()
     courier_context = browser.new_context()
@@ -293,30 +298,15 @@ def measure(stack: Stack, browser, notices: Notices, orders: int, interval: floa
     courier_page.goto(f"{stack.url}/courier/")
     courier_page.wait_for_selector("body[data-live='open']", state="attached")
     courier_page.evaluate(OBSERVE_ROWS)
+    courier_page.evaluate(OBSERVE_MINE)
     customer_context = browser.new_context()
     customer_context.add_init_script(STAMP_HOPS)
     customer_page = customer_context.new_page()
 
-    pay, step = [], []
-    hops: dict[str, list[float]] = defaultdict(list)
-    for _ in range(orders):
-        began = time.monotonic()
-        order_id = order_and_pay(customer_session, stack.url)
-        paid_at = time.time()
-        seen = courier_page.wait_for_function(f"window.__rows['{order_id}']", timeout=60_000).json_value() / 1000
-        pay.append(seen - paid_at)
-        record_hops(hops, "pay", notices.first_after("courier", paid_at), paid_at, seen, page_stamps(courier_page))
-
-        # The customer's orders are in a signed cookie: the browser gets the session's.
-        cookies = [{"name": c.name, "value": c.value, "url": stack.url} for c in customer_session.cookies]
-        customer_page.context.add_cookies(cookies)
-        customer_page.goto(f"{stack.url}/orders/{order_id}/")
-        customer_page.wait_for_selector("body[data-live='open']", state="attached")
-        customer_page.evaluate(OBSERVE_STATUS)
-        for name, status in (("claim", None), ("pick-up", "Out for delivery"), ("deliver", "Delivered")):
-            if name == "pick-up":  # the projection must have the claim first: wait for the row to say so
-                status_cell = f"document.querySelector('tr[data-order-id=\"{order_id}\"] .status')"
-                courier_page.wait_for_function(f"{status_cell}?.textContent.includes('Claimed')", timeout=60_000)
+    def courier_step(order_id: str, name: str, refused_until: float = 0) -> float:
+        """Post the step; the time of its 302. Until `refused_until` a 409 is retried: the
+        delivery service may not have the paid order yet (no page shows it to wait for)."""
+        while True:
             answer = courier_session.post(
                 f"{stack.url}/courier/{order_id}/{name}/",
                 data={"csrfmiddlewaretoken": courier_session.cookies.get("csrftoken")},
@@ -324,22 +314,73 @@ def measure(stack: Stack, browser, notices: Notices, orders: int, interval: floa
                 allow_redirects=False,
                 timeout=60,
             )
-            answered_at = time.time()
-            if answer.status_code != 302:
+            if answer.status_code == 302:
+                return time.time()
+            if answer.status_code != 409 or time.monotonic() > refused_until:
                 raise RuntimeError(f"courier step {name} answered {answer.status_code}: {answer.text[:300]}")
-            if status is None:
-                continue
+            time.sleep(0.02)
+
+    pay, claim, step = [], [], []
+    hops: dict[str, list[float]] = defaultdict(list)
+    for _ in range(orders):
+        began = time.monotonic()
+        order_id = order_and_pay(customer_session, stack.url)
+        paid_at = time.time()
+        if pay_row:
+            seen = courier_page.wait_for_function(f"window.__rows['{order_id}']", timeout=60_000).json_value() / 1000
+            pay.append(seen - paid_at)
+            record_hops(hops, "pay", notices.first_after("courier", paid_at), paid_at, seen, page_stamps(courier_page))
+
+        claimed_at = courier_step(order_id, "claim", refused_until=time.monotonic() + 60)
+        seen = courier_page.wait_for_function(f"window.__mine['{order_id}']", timeout=60_000).json_value() / 1000
+        claim.append(seen - claimed_at)
+        notice = notices.first_after("courier", claimed_at)
+        record_hops(hops, "claim", notice, claimed_at, seen, page_stamps(courier_page))
+
+        # The customer's orders are in a signed cookie: the browser gets the session's.
+        cookies = [{"name": c.name, "value": c.value, "url": stack.url} for c in customer_session.cookies]
+        customer_page.context.add_cookies(cookies)
+        customer_page.goto(f"{stack.url}/orders/{order_id}/")
+        customer_page.wait_for_selector("body[data-live='open']", state="attached")
+        customer_page.evaluate(OBSERVE_STATUS)
+        for name, status in (("pick-up", "Out for delivery"), ("deliver", "Delivered")):
+            answered_at = courier_step(order_id, name)
             shown = customer_page.wait_for_function(f"window.__status['{status}']", timeout=60_000).json_value() / 1000
             step.append(shown - answered_at)
             notice = notices.first_after(f"order.{order_id}", answered_at)
             record_hops(hops, "step", notice, answered_at, shown, page_stamps(customer_page))
+            if name == "pick-up":  # the projection must have it before the next step: the row says so
+                row = f"document.querySelector('tr[data-order-id=\"{order_id}\"] .status')"
+                courier_page.wait_for_function(f"{row}?.textContent.includes('Out for delivery')", timeout=60_000)
         time.sleep(max(0.0, interval - (time.monotonic() - began)))
     courier_page.context.close()
     customer_page.context.close()
-    return {"pay": percentiles(pay), "step": percentiles(step), "hops": {k: percentiles(v) for k, v in hops.items()}}
+    return {
+        "pay": percentiles(pay),
+        "claim": percentiles(claim),
+        "step": percentiles(step),
+        "hops": {k: percentiles(v) for k, v in hops.items()},
+    }
 
 
-def bench(orders: int, load: int) -> dict:
+def write_backlog(bootstrap: str, count: int) -> None:
+    """`count` paid orders nobody claims, straight into Kafka, and wait until the delivery
+    service lists them: the courier page's open deliveries under load."""
+    from deliveries.models import Delivery
+
+    backlog = BackgroundLoad(bootstrap, rate=10_000, steps=False)
+    backlog.start()
+    while backlog.sent < count:
+        time.sleep(0.05)
+    backlog.stop()
+    deadline = time.monotonic() + 120
+    while Delivery.objects.filter(status=Delivery.Status.TO_DELIVER, paid_at__isnull=False).count() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the delivery service did not list the {count} open deliveries")
+        time.sleep(0.5)
+
+
+def bench(orders: int, load: int, backlog: int) -> dict:
     """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
     from playwright.sync_api import sync_playwright
 
@@ -356,20 +397,21 @@ def bench(orders: int, load: int) -> dict:
     django.setup()
     notices = Notices(bootstrap)
     notices.start()
-    report: dict = {"orders": orders, "load": load}
+    report: dict = {"orders": orders, "load": load, "backlog": backlog}
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
-            report["light"] = measure(stack, browser, notices, orders, interval=1.0)
+            report["light"] = measure(stack, browser, notices, orders, interval=1.0, pay_row=True)
             print_phase(report, "light")
             if not load:  # --load 0: the light phase only
                 browser.close()
                 return report
+            write_backlog(bootstrap, backlog)
             background = BackgroundLoad(bootstrap, load)
             loaded_from = time.monotonic()
             background.start()
             time.sleep(3)  # the load's steady state: its first deliveries are being worked
-            report["loaded"] = measure(stack, browser, notices, orders, interval=0.0)
+            report["loaded"] = measure(stack, browser, notices, orders, interval=0.0, pay_row=not backlog)
             background.stop()
             # What the producer really kept up (the machine is shared): the load to quote.
             report["loaded"]["background_rate"] = round(background.sent / (time.monotonic() - loaded_from), 1)
@@ -386,6 +428,7 @@ def print_phase(report: dict, load: str) -> None:
     title = "1 order/s" if load == "light" else f"+{report['loaded'].get('background_rate', report['load'])} orders/s"
     rows = [
         ("pay -> row on the courier page", report[load]["pay"]),
+        ("claim -> own row on the courier page", report[load]["claim"]),
         ("step -> status on the customer page", report[load]["step"]),
     ]
     rows += [(f"  {name}", figures) for name, figures in report[load]["hops"].items()]
@@ -411,9 +454,12 @@ def main() -> None:
     parser.add_argument(
         "--load", type=int, default=100, help="background orders a second in the loaded phase (0: no loaded phase)"
     )
+    parser.add_argument(
+        "--backlog", type=int, default=1000, help="open deliveries nobody claims, written before the loaded phase"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    report = bench(args.orders, args.load)
+    report = bench(args.orders, args.load, args.backlog)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

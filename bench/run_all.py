@@ -33,7 +33,7 @@ sys.path.insert(0, str(BASE_DIR))
 from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
 
-STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "web")
+STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "watchers", "web")
 WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"
 # Per step and size: the script and its arguments ({bootstrap} and {database_url} filled in).
 SIZES: dict[str, dict[str, list[str]]] = {
@@ -42,7 +42,9 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "recommendations": ["recommendations_bench.py", "--orders", "500"],
         "consumer": ["consumer_bench.py", "--events", "2000", "--rounds", "1", "--bootstrap", "{bootstrap}"],
         "replay": ["replay_bench.py", "--events", "2000", "--runs", "1", "--bootstrap", "{bootstrap}"],
-        "live": ["live_latency.py", "--orders", "3", "--load", "10"],
+        "live": ["live_latency.py", "--orders", "3", "--load", "10", "--backlog", "30"],
+        "watchers": ["live_watchers.py", "--orders", "20", "--couriers", "3", "--staff", "1", "--rate", "10",
+                     "--seconds", "3"],
         "web": ["web_bench.py", "--variants", "sqlite:down:1", "--seconds", "1", "--rounds", "1", "--rate", "20",
                 "--open-seconds", "1"],
     },
@@ -52,7 +54,9 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "consumer": ["consumer_bench.py", "--events", "100000", "--rounds", "2", "--bootstrap", "{bootstrap}",
                      "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "200000", "--runs", "1", "--bootstrap", "{bootstrap}"],
-        "live": ["live_latency.py", "--orders", "30", "--load", "100"],
+        "live": ["live_latency.py", "--orders", "30", "--load", "100", "--backlog", "1000"],
+        "watchers": ["live_watchers.py", "--orders", "1000", "--couriers", "50", "--staff", "5", "--rate", "100",
+                     "--seconds", "30"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "5", "--rounds", "2", "--rate", "150",
                 "--open-seconds", "5"],
     },
@@ -62,7 +66,9 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "consumer": ["consumer_bench.py", "--events", "1000000", "--rounds", "3", "--bootstrap", "{bootstrap}",
                      "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "1000000", "--runs", "2", "--bootstrap", "{bootstrap}"],
-        "live": ["live_latency.py", "--orders", "60", "--load", "100"],
+        "live": ["live_latency.py", "--orders", "60", "--load", "100", "--backlog", "1000"],
+        "watchers": ["live_watchers.py", "--orders", "1000", "--couriers", "50", "--staff", "5", "--rate", "100",
+                     "--seconds", "60"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "15", "--rounds", "3", "--rate", "150",
                 "--open-seconds", "15"],
     },
@@ -168,8 +174,11 @@ def live_rows(report: dict) -> list[Row]:
     for load, goal in (("light", "p95 < 50 ms"), ("loaded", "p95 < 150 ms")):
         phase = report[load]
         title = "1 order/s" if load == "light" else f"+{phase.get('background_rate', report['load'])} orders/s"
-        for path, what in (("pay", "pay -> courier row"), ("step", "step -> customer status")):
-            f = phase[path]
+        paths = (("pay", "pay -> courier row"), ("claim", "claim -> own row"), ("step", "step -> customer status"))
+        for path, what in paths:
+            f = phase.get(path) or {}
+            if not f.get("n"):
+                continue  # pay under a backlog: a new order is not among the oldest open ones shown
             rows.append(
                 Row(
                     f"live.{load}.{path}",
@@ -179,6 +188,37 @@ def live_rows(report: dict) -> list[Row]:
                     goal,
                 )
             )
+    return rows
+
+
+def watchers_rows(report: dict) -> list[Row]:
+    sockets = sum(page["opened"] for page in report["pages"].values())
+    title = f"{sockets} watchers, +{report['background_rate']} orders/s"
+    rows = []
+    for kind, page in report["pages"].items():
+        f = page["commit_to_frame_ms"]
+        if f.get("n"):
+            rows.append(
+                Row(
+                    f"watchers.{kind}",
+                    f"{title}: commit -> frame, {kind} pages ({page['opened']}), ms p50/p95/max",
+                    f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f}, "
+                    f"{page['frames_per_s_per_socket']} frames/s, {page['bytes_per_s_per_socket']} B/s per socket",
+                    f["p95"],
+                    "p95 < 250 ms",
+                )
+            )
+    dropped = sum(page["dropped"] + page["refused"] for page in report["pages"].values())
+    rows.append(Row("watchers.dropped", f"{title}: sockets dropped or refused", str(dropped), dropped, "0"))
+    per_100 = (report["web_rss_mb_open"] - report["web_rss_mb_before"]) / max(sockets / 100, 1)
+    rows.append(
+        Row(
+            "watchers.web",
+            f"{title}: web process CPU (of one core) idle / under load, RSS per 100 sockets",
+            f"{report['web_cpu_idle_open'] * 100:.0f}% / {report['web_cpu_under_load'] * 100:.0f}%, {per_100:.1f} MB",
+            report["web_cpu_under_load"],
+        )
+    )
     return rows
 
 
@@ -218,6 +258,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "consumer": consumer_rows,
     "replay": replay_rows,
     "live": live_rows,
+    "watchers": watchers_rows,
     "web": web_rows,
 }
 EXACT = {  # the exactly-once checks each report carries

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -9,8 +10,9 @@ import pytest
 from contract.events import Event, OrderLine, OrderPlaced, PaymentSucceeded
 from deliveries.models import Delivery
 from deliveries.projection import DeliveryProjection
+from deliveries.selectors import OPEN_ON_COURIER_PAGE
 from eventing.projection import ConsumedEvent
-from harness.factories import CourierFactory, DishFactory, UserFactory
+from harness.factories import CourierFactory, DeliveryFactory, DishFactory, UserFactory
 from harness.web import logged_in, pay_order, place_order
 
 
@@ -34,6 +36,28 @@ def test_a_paid_order_reaches_the_courier_page_through_kafka(client, kafka):
     assert "2 × Margherita, 1 × Birra" in page
     assert unpaid not in page
     assert "Corso Como 5" not in page
+
+
+@pytest.mark.django_db
+def test_a_courier_sees_their_own_deliveries_and_the_oldest_open_ones_not_the_backlog():
+    ada = CourierFactory(username="ada")
+    start = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    backlog = [DeliveryFactory(paid_at=start + timedelta(minutes=n)) for n in range(OPEN_ON_COURIER_PAGE + 5)]
+    adas = DeliveryFactory(status=Delivery.Status.CLAIMED, courier="ada", customer_name="Ada under way")
+    DeliveryFactory(status=Delivery.Status.OUT_FOR_DELIVERY, courier="bob", customer_name="Bob under way")
+    DeliveryFactory(status=Delivery.Status.DELIVERED, courier="ada", customer_name="Delivered already")
+
+    page = logged_in(ada).get("/courier/").content.decode()
+
+    listed = re.findall(r'data-live-id="([^"]+)"', page)
+    oldest = [str(d.order_id) for d in backlog[:OPEN_ON_COURIER_PAGE]]
+    assert listed == [str(adas.order_id), *oldest]  # hers first, then the oldest open in payment order
+    assert f"{OPEN_ON_COURIER_PAGE + 5} open deliveries: the oldest {OPEN_ON_COURIER_PAGE} below" in page
+    assert "Bob under way" not in page
+    assert "Delivered already" not in page
+
+    everything = logged_in(ada).get("/courier/open/").content.decode()
+    assert re.findall(r'data-live-id="([^"]+)"', everything) == [str(d.order_id) for d in backlog]
 
 
 @pytest.mark.django_db

@@ -140,7 +140,7 @@ def test_a_courier_gets_their_own_deliveries_and_never_another_couriers(kafka):
     ada, bob = CourierFactory(username="ada"), CourierFactory(username="bob")
     as_ada, as_bob = logged_in(ada), logged_in(bob)
     open_one = DeliveryFactory()
-    adas = DeliveryFactory(customer_name="Ada's customer")
+    adas = DeliveryFactory(customer_name="Customer of Ada")
 
     async def scenario() -> tuple[dict, dict]:
         on_ada = await connected("/ws/courier/", as_ada)
@@ -161,7 +161,7 @@ def test_a_courier_gets_their_own_deliveries_and_never_another_couriers(kafka):
     # Bob's page drops the row from the open ones, and gets nothing of it.
     assert to_bob["lists"] == {"open-deliveries": [str(open_one.order_id)], "my-deliveries": []}
     assert str(adas.order_id) not in str(to_bob.get("rows", {}))
-    assert "Ada's customer" not in str(to_bob)
+    assert "Customer of Ada" not in str(to_bob)
 
 
 def test_changes_faster_than_the_interval_are_sent_once_in_their_latest_state(kafka):
