@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import resource
@@ -277,6 +278,7 @@ def bench(orders: int, couriers: int, staff: int, rate: int, seconds: float) -> 
     import django
 
     django.setup()
+    logging.disable(logging.INFO)  # the project's per-order log lines, a thousand of them in prepare()
     report: dict = {"orders": orders, "couriers": couriers, "staff": staff, "rate": rate, "seconds": seconds}
     watchers = None
     try:

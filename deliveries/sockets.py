@@ -34,7 +34,7 @@ class CourierRound:
 
 
 class CourierSocket(LiveStreamSocket):
-    push_interval = 0.1
+    push_interval = 0.05
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from types import SimpleNamespace
 
@@ -29,6 +30,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.contrib.auth.models import AnonymousUser
+from django.db import close_old_connections
 from django.dispatch import Signal
 
 from live import feeds
@@ -51,6 +53,7 @@ _SOCKET_ONLY_HEADERS = frozenset(
 
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+Round = tuple[str, frozenset[str] | None, list]  # a feed's round: stream, parts changed, sockets
 
 # Sent with `page` ("courier", "stats", "order") and `change` (+1 when a socket of that page
 # is accepted, -1 when it closes): the project counts them (observability.metrics).
@@ -151,7 +154,7 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
     # What a feed calls (live.feeds.Follower).
 
     async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> object:
-        return await database_sync_to_async(self.read_changes)(stream, changed, followers)
+        return await _reads_of(type(self)).read((stream, changed, followers))
 
     async def still_allowed(self) -> bool:
         if time.monotonic() - self._checked_at < settings.LIVE_RECHECK_SECONDS:
@@ -195,6 +198,19 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     @classmethod
+    def read_many(cls, rounds: list[Round]) -> list[object]:
+        """The reads of several rounds (of different streams) at once, in the live-reads thread:
+        one thread hop for all, and a class that overrides it one query for all. A read that
+        fails is its exception, in its place."""
+        results: list[object] = []
+        for stream, changed, followers in rounds:
+            try:
+                results.append(cls.read_changes(stream, changed, followers))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    @classmethod
     def read_changes(cls, stream: str, changed: frozenset[str] | None, followers: list) -> object:
         """A round's changes of `stream` (the parts its notices named; None: all of them), read
         once for all `followers` in this process (runs in a thread: reads the database)."""
@@ -208,6 +224,73 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
 
     def page_sent(self, snapshot: object) -> None:
         """The whole page was just sent, read after `snapshot`: what it shows is the state."""
+
+    def changed_regions(self, regions: dict[str, str]) -> dict | None:
+        """A frame of the regions whose markup differs from what this socket last sent."""
+        sent = self.__dict__.setdefault("_regions_sent", {})
+        changed = {name: html for name, html in regions.items() if sent.get(name) != html}
+        sent.update(changed)
+        return {"regions": changed} if changed else None
+
+    def forget_regions(self) -> None:
+        """The page was just sent whole: whatever the next round reads is sent."""
+        self.__dict__["_regions_sent"] = {}
+
+
+# The rounds' reads, in one thread of their own: not Channels' one thread for sync code
+# (the handshakes' checks run there), not the request threads (foodsite.asgi). One thread:
+# reads are short and the GIL would not run two at once; it keeps its connection.
+_live_reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="live-reads")
+
+
+def _with_fresh_connections(read: Callable, *args: object) -> object:
+    close_old_connections()  # as for a request: past CONN_MAX_AGE, or broken
+    return read(*args)
+
+
+class _Reads:
+    """One socket class's rounds read a batch at a time in the live-reads thread: the
+    rounds that come while a batch is read (a thousand order pages' feeds) are read
+    together in the next one, in one thread hop."""
+
+    def __init__(self, read_many: Callable[[list[Round]], list[object]]) -> None:
+        self._read_many = read_many
+        self._waiting: list[tuple[Round, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def read(self, round: Round) -> object:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._waiting.append((round, future))
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            rounds = [round for round, _ in batch]
+            try:
+                results = await loop.run_in_executor(_live_reads, _with_fresh_connections, self._read_many, rounds)
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+
+_reads: dict[type, _Reads] = {}
+
+
+def _reads_of(socket_class: type[LiveStreamSocket]) -> _Reads:
+    if socket_class not in _reads:
+        _reads[socket_class] = _Reads(socket_class.read_many)
+    return _reads[socket_class]
 
 
 def user_of_session(session: object) -> object:

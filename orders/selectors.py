@@ -81,7 +81,19 @@ def order_progress(order: Order) -> OrderProgress:
     the couriers' events (its projection, so a moment behind the courier's click)."""
     if order.status == Order.Status.PLACED:
         return OrderProgress(order.get_status_display(), 0, "")
-    delivery = delivery_of_order(order.pk)
+    return progress_with(order, delivery_of_order(order.pk))
+
+
+def progresses(order_ids: Iterable[str]) -> dict[str, OrderProgress]:
+    """order_progress of many orders in two queries (the order pages' live reads)."""
+    orders = Order.objects.filter(pk__in=order_ids)
+    deliveries = {str(d.order_id): d for d in Delivery.objects.filter(order_id__in=order_ids)}
+    return {str(o.pk): progress_with(o, deliveries.get(str(o.pk))) for o in orders}
+
+
+def progress_with(order: Order, delivery: Delivery | None) -> OrderProgress:
+    if order.status == Order.Status.PLACED:
+        return OrderProgress(order.get_status_display(), 0, "")
     status = delivery.status if delivery else Delivery.Status.TO_DELIVER
     courier = delivery.courier if delivery else ""
     if status == Delivery.Status.DELIVERED:

@@ -1,15 +1,19 @@
 """The staff page's websocket (live.sockets): staff only, like the page.
 
-Every figure of the page may move with each batch the statistics service commits, and its
-Kafka view (offsets, lag) with any consumer's: a round reads the page's regions once for
-every staff socket of this web process, at most once a second (the Kafka view asks the
-brokers), and sends them whole; live.js swaps the regions that differ.
+Every figure of the page may move with each batch the statistics service commits: a round
+reads the page's regions (stats/regions/) once for every staff socket of this web process,
+and each socket sends those whose markup differs from what it last sent. The Kafka view
+(offsets, lag) asks the brokers: it is read at most every KAFKA_VIEW_EVERY seconds per
+process, and, like the rest of a round, in a thread of its own, so a slow broker or a big
+page never holds up the order and courier pages' reads (live.sockets).
 """
 
 from __future__ import annotations
 
+import time
+
 from asgiref.sync import sync_to_async
-from channels.db import database_sync_to_async
+from django.db import connections
 from django.template.loader import render_to_string
 from django.urls import reverse
 
@@ -17,9 +21,13 @@ from live.notices import stats_stream
 from live.sockets import LiveStreamSocket
 from stats.views import dashboard_context, kafka_view_closing_connections
 
+FIGURES = ("totals", "orders-per-minute", "top-dishes", "dishes")  # regions from the database
+KAFKA_VIEW_EVERY = 2.0  # seconds
+
 
 class StatsSocket(LiveStreamSocket):
-    push_interval = 1.0
+    push_interval = 0.05
+    _kafka: tuple[float, str] | None = None  # this process's last Kafka view's region, and when
 
     def allowed_stream(self) -> str | None:
         user = self.scope["user"]
@@ -28,13 +36,28 @@ class StatsSocket(LiveStreamSocket):
     def page_path(self) -> str:
         return reverse("stats")
 
-    async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> str | None:
+    async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> dict[str, str] | None:
         if changed is not None and not changed:
             return None  # a round for a socket that just opened: its page is read for it
-        # As the page's view: the Kafka view waits on the brokers in a thread of its own.
-        kafka = await sync_to_async(kafka_view_closing_connections, thread_sensitive=False)()
-        context = await database_sync_to_async(dashboard_context)(kafka)
-        return await database_sync_to_async(render_to_string)("stats/dashboard.html", context)
+        cls = type(self)
+        if cls._kafka is None or time.monotonic() - cls._kafka[0] > KAFKA_VIEW_EVERY:
+            kafka = await sync_to_async(kafka_view_closing_connections, thread_sensitive=False)()
+            markup = await sync_to_async(render_to_string, thread_sensitive=False)(
+                "stats/regions/kafka.html", {"kafka": kafka}
+            )
+            cls._kafka = (time.monotonic(), markup)
+        return {**await sync_to_async(read_figures, thread_sensitive=False)(), "kafka": cls._kafka[1]}
 
-    def frame(self, page: str | None) -> dict | None:
-        return {"page": page} if page is not None else None
+    def frame(self, regions: dict[str, str] | None) -> dict | None:
+        return self.changed_regions(regions) if regions is not None else None
+
+    def page_sent(self, regions: dict[str, str] | None) -> None:
+        self.forget_regions()
+
+
+def read_figures() -> dict[str, str]:
+    try:
+        context = dashboard_context(kafka=None)
+        return {name: render_to_string(f"stats/regions/{name}.html", context) for name in FIGURES}
+    finally:
+        connections.close_all()  # a pool thread's own connection

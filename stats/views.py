@@ -38,7 +38,7 @@ def _render_dashboard(request: HttpRequest, kafka: KafkaView) -> HttpResponse:
     return render(request, "stats/dashboard.html", dashboard_context(kafka))
 
 
-def dashboard_context(kafka: KafkaView) -> dict:
+def dashboard_context(kafka: KafkaView | None) -> dict:
     """The staff page's figures (the page's view and its socket, stats.sockets)."""
     per_minute = selectors.orders_per_minute()
     top = selectors.top_dishes()
