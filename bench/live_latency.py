@@ -392,6 +392,9 @@ def bench(orders: int, load: int, backlog: int) -> dict:
     os.environ.update(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap, DJANGO_SETTINGS_MODULE="foodsite.settings", FOODSITE_HOME=str(stack.home)
     )
+    # Playwright's sync API runs an event loop in this thread: Django's ORM (the backlog's
+    # count) refuses to run there unless told this script knows it waits.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     import django
 
     django.setup()

@@ -7,10 +7,15 @@ Python and without the database, what its user's page shows of them (`frame`). S
 change costs one read in each web process however many follow it, and a socket's frame
 carries only the rows it names.
 
-Coalescing: a feed sends at most once per `push_interval` of its socket class. Changes
-that come meanwhile are gathered, so a row that changed three times is read once, in its
-latest state; a socket that is behind gets the latest state, never the ones between. The
-first change after a quiet spell goes at once. A socket that has just opened (or asks for
+Coalescing: a feed runs at most one round per interval, and a socket sends at most one
+frame per round. Changes that come meanwhile are gathered, so a row that changed three times
+is read once, in its latest state; a socket that is behind gets the latest state, never the
+ones between. The interval adapts between MIN_INTERVAL and the socket class's
+`push_interval`: it doubles while changes come faster than it (a round had to wait for
+it), and halves when a change finds the feed idle. So at one order a second the second
+notice of a step (the order's status, then its notification, 30 ms apart) is not held for
+a whole interval, and at a hundred orders a second each socket gets at most one frame per
+`push_interval`. The first change after a quiet spell goes at once. A socket that has just opened (or asks for
 it: its page lost track) gets its whole page, read after the feed's read of that round so
 that every later frame is newer than the page.
 """
@@ -26,6 +31,7 @@ from typing import Any, Protocol
 log = logging.getLogger("foodsite.live")
 
 RETRY_AFTER = 1.0  # seconds before a feed whose read failed tries again
+MIN_INTERVAL = 0.01  # seconds: the shortest interval between two rounds of a feed
 
 
 class Follower(Protocol):
@@ -50,7 +56,8 @@ class Follower(Protocol):
 class Feed:
     def __init__(self, stream: str, interval: float) -> None:
         self.stream = stream
-        self.interval = interval
+        self.max_interval = interval
+        self.interval = MIN_INTERVAL
         self.followers: set[Follower] = set()
         self._changed: set[str] = set()
         self._whole = False
@@ -93,6 +100,10 @@ class Feed:
         # either finds this task waiting, and is taken in its next round, or starts a new one.
         while self._has_work():
             wait = self._last_flush + self.interval - time.monotonic()
+            if wait > 0:  # changes come faster than the interval: coalesce more
+                self.interval = min(self.interval * 2, self.max_interval)
+            else:
+                self.interval = max(self.interval / 2, MIN_INTERVAL)
             # A zero sleep even when due: notices read in the same poll land in this round.
             await asyncio.sleep(max(wait, 0))
             self._last_flush = time.monotonic()
