@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,14 +76,37 @@ STAMP_HOPS = """window.__hops = {ws: []};
       this.addEventListener('message', () => window.__hops.ws.push(Date.now())); } };"""
 
 
-class Stack:
-    """The launcher's stack in a fresh home; stopped (whole process group) on exit."""
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports free now (the launcher takes PORT and the next)."""
+    while True:
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
 
-    def __init__(self) -> None:
+
+class Stack:
+    """The launcher's stack in a fresh home; stopped (whole process group) on exit.
+    `production`: DEBUG off (static files collected, a secret key), over plain HTTP on
+    loopback as bench/web_bench.py runs it; else `make run`'s settings (DEBUG on)."""
+
+    def __init__(self, production: bool = False, profile: str = "embedded") -> None:
+        self.production = production
+        self.profile = profile
         self.home = Path(tempfile.mkdtemp(prefix="foodsite-live-"))
-        self.port = free_port()
-        self.kafka_port = free_port()
+        self.home.chmod(0o755)  # the cluster's PostgreSQL runs as its own user, which must enter it
+        self.port = free_ports(2)
+        self.kafka_port = free_ports(3)
+        self.postgres_port, self.redis_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The web processes: one, or the cluster profile's two (PORT and PORT+1).
+        self.urls = [self.url] if profile == "embedded" else [self.url, f"http://127.0.0.1:{self.port + 1}"]
+        brokers = 1 if profile == "embedded" else 3
+        self.bootstrap = ",".join(f"127.0.0.1:{self.kafka_port + n}" for n in range(brokers))
         self.log = self.home / "launcher.log"
         self.process: subprocess.Popen | None = None
 
@@ -92,8 +116,32 @@ class Stack:
             "FOODSITE_HOME": str(self.home),
             "PORT": str(self.port),
             "KAFKA_PORT": str(self.kafka_port),
+            "FOODSITE_PROFILE": self.profile,
+            "POSTGRES_PORT": str(self.postgres_port),
+            "REDIS_PORT": str(self.redis_port),
         }
-        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        for own in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL"):
+            env.pop(own, None)  # the launcher starts its own
+        if self.profile == "cluster":
+            from devstack.postgres_server import LocalPostgres
+
+            env["DATABASE_URL"] = LocalPostgres(self.home / "cluster" / "postgres", port=self.postgres_port).url()
+        if self.production:
+            env.update(
+                DJANGO_DEBUG="0",
+                DJANGO_SECRET_KEY=uuid.uuid4().hex * 2,
+                DJANGO_SECURE_SSL_REDIRECT="0",
+                DJANGO_SECURE_COOKIES="0",
+                DJANGO_STATIC_ROOT=str(self.home / "static"),
+                DEMO_PASSWORD="foodsite-demo",
+            )
+            subprocess.run(
+                [sys.executable, "manage.py", "collectstatic", "--noinput"],
+                cwd=BASE_DIR, env=env, check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+        self.env = dict(env)
+        if self.profile == "cluster":
+            env.pop("DATABASE_URL")  # the launcher starts the server and creates the database; we only read it
         with self.log.open("wb") as sink:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "devstack.launcher"],
@@ -380,17 +428,17 @@ def write_backlog(bootstrap: str, count: int) -> None:
         time.sleep(0.5)
 
 
-def bench(orders: int, load: int, backlog: int) -> dict:
+def bench(orders: int, load: int, backlog: int, production: bool = False) -> dict:
     """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
     from playwright.sync_api import sync_playwright
 
     from harness.browser import launch_chromium
 
-    stack = Stack()
+    stack = Stack(production)
     stack.start()
-    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    bootstrap = stack.bootstrap
     os.environ.update(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap, DJANGO_SETTINGS_MODULE="foodsite.settings", FOODSITE_HOME=str(stack.home)
+        {**stack.env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DJANGO_SETTINGS_MODULE": "foodsite.settings"}
     )
     # Playwright's sync API runs an event loop in this thread: Django's ORM (the backlog's
     # count) refuses to run there unless told this script knows it waits.
@@ -400,7 +448,7 @@ def bench(orders: int, load: int, backlog: int) -> dict:
     django.setup()
     notices = Notices(bootstrap)
     notices.start()
-    report: dict = {"orders": orders, "load": load, "backlog": backlog}
+    report: dict = {"orders": orders, "load": load, "backlog": backlog, "production": production}
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -444,6 +492,7 @@ def print_phase(report: dict, load: str) -> None:
 
 def print_report(report: dict) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print("settings: " + ("production (DEBUG off)" if report.get("production") else "make run's (DEBUG on)"))
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in report['load_average'])}")
     print(f"{'':<52}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     for load in ("light", "loaded"):
@@ -460,9 +509,10 @@ def main() -> None:
     parser.add_argument(
         "--backlog", type=int, default=1000, help="open deliveries nobody claims, written before the loaded phase"
     )
+    parser.add_argument("--production", action="store_true", help="DEBUG off (default: make run's settings)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    report = bench(args.orders, args.load, args.backlog)
+    report = bench(args.orders, args.load, args.backlog, args.production)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -72,11 +72,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_share(pid: int, seconds: float) -> float:
-    """The process's CPU over the next `seconds`, as a share of one core."""
-    before, started = cpu_seconds(pid), time.monotonic()
+def cpu_shares(pids: list[int], seconds: float) -> list[float]:
+    """Each process's CPU over the next `seconds`, as a share of one core."""
+    before, started = [cpu_seconds(pid) for pid in pids], time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    return [(cpu_seconds(pid) - b) / elapsed for pid, b in zip(pids, before, strict=True)]
 
 
 def prepare(orders: int, couriers: int, staff: int) -> dict:
@@ -182,9 +183,7 @@ class Watchers:
     """Every socket in one asyncio loop (its own thread): latency of each frame from its
     `at`, frames and bytes per kind, sockets dropped."""
 
-    def __init__(self, url: str) -> None:
-        self.ws_url = url.replace("http://", "ws://")
-        self.origin = url
+    def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.frames: dict[str, int] = defaultdict(int)
         self.bytes: dict[str, int] = defaultdict(int)
@@ -205,20 +204,20 @@ class Watchers:
         self._stopping = asyncio.Event()
         gate = asyncio.Semaphore(at_once)
         opened = [asyncio.get_running_loop().create_future() for _ in pages]
-        for (kind, path, cookie), ready in zip(pages, opened, strict=True):
+        for (kind, url, cookie), ready in zip(pages, opened, strict=True):
             self.sockets[kind] += 1
-            asyncio.get_running_loop().create_task(self._watch(kind, path, cookie, gate, ready))
+            asyncio.get_running_loop().create_task(self._watch(kind, url, cookie, gate, ready))
         await asyncio.gather(*opened)
 
-    async def _watch(self, kind: str, path: str, cookie: str, gate: asyncio.Semaphore, ready: asyncio.Future) -> None:
+    async def _watch(self, kind: str, url: str, cookie: str, gate: asyncio.Semaphore, ready: asyncio.Future) -> None:
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidStatus
 
         try:
             async with gate:
                 socket = await connect(
-                    f"{self.ws_url}{path}",
-                    origin=self.origin,
+                    url.replace("http://", "ws://"),
+                    origin=url.split("/ws/")[0],
                     additional_headers={"Cookie": cookie},
                     open_timeout=120,
                     max_size=2**24,
@@ -268,37 +267,50 @@ def percentiles(values: list[float]) -> dict:
     return {"n": len(ms), "p50": round(statistics.median(ms), 1), "p95": round(p95, 1), "max": round(ms[-1], 1)}
 
 
-def bench(orders: int, couriers: int, staff: int, rate: int, seconds: float) -> dict:
-    stack = Stack()
+def bench(
+    orders: int,
+    couriers: int,
+    staff: int,
+    rate: int,
+    seconds: float,
+    production: bool = False,
+    profile: str = "embedded",
+) -> dict:
+    stack = Stack(production, profile)
     stack.start()
-    bootstrap = f"127.0.0.1:{stack.kafka_port}"
+    bootstrap = stack.bootstrap
     os.environ.update(
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap, DJANGO_SETTINGS_MODULE="foodsite.settings", FOODSITE_HOME=str(stack.home)
+        {**stack.env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DJANGO_SETTINGS_MODULE": "foodsite.settings"}
     )
     import django
 
     django.setup()
     logging.disable(logging.INFO)  # the project's per-order log lines, a thousand of them in prepare()
-    report: dict = {"orders": orders, "couriers": couriers, "staff": staff, "rate": rate, "seconds": seconds}
+    report: dict = {
+        "orders": orders, "couriers": couriers, "staff": staff, "rate": rate, "seconds": seconds,
+        "production": production, "profile": profile,
+    }  # fmt: skip
     watchers = None
     try:
-        pid = web_pid(stack.port)
+        pids = [web_pid(int(url.rsplit(":", 1)[1])) for url in stack.urls]
         began = time.monotonic()
         sessions = prepare(orders, couriers, staff)
         order_ids = list(sessions["orders"])
         wait_for_open_deliveries(order_ids)
         report["prepared_s"] = round(time.monotonic() - began, 1)
-        report["web_rss_mb_before"] = round(rss_mb(pid), 1)
+        report["web_rss_mb_before"] = [round(rss_mb(pid), 1) for pid in pids]
         pages = [("order", f"/ws/orders/{o}/", f"orders={cookie}") for o, cookie in sessions["orders"].items()]
         pages += [("courier", "/ws/courier/", f"sessionid={s}") for s in sessions["couriers"].values()]
         pages += [("staff", "/ws/stats/", f"sessionid={s}") for s in sessions["staff"]]
         random.Random(1).shuffle(pages)
-        watchers = Watchers(stack.url)
+        # Spread over the web processes, as a load balancer would.
+        pages = [(kind, stack.urls[n % len(stack.urls)] + path, c) for n, (kind, path, c) in enumerate(pages)]
+        watchers = Watchers()
         began = time.monotonic()
         watchers.open_all(pages)
         report["open_s"] = round(time.monotonic() - began, 1)
-        report["web_rss_mb_open"] = round(rss_mb(pid), 1)
-        report["web_cpu_idle_open"] = round(cpu_share(pid, 5), 3)
+        report["web_rss_mb_open"] = [round(rss_mb(pid), 1) for pid in pids]
+        report["web_cpu_idle_open"] = [round(c, 3) for c in cpu_shares(pids, 5)]
 
         load = BackgroundLoad(bootstrap, rate)
         steps = WatchedSteps(bootstrap, order_ids, list(sessions["couriers"]), rate=orders / seconds)
@@ -307,7 +319,7 @@ def bench(orders: int, couriers: int, staff: int, rate: int, seconds: float) -> 
         started = time.monotonic()
         load.start()
         steps.start()
-        web_cpu = cpu_share(pid, seconds)
+        web_cpu = cpu_shares(pids, seconds)
         watchers.measuring = False
         elapsed = time.monotonic() - started
         load.stop()
@@ -316,8 +328,8 @@ def bench(orders: int, couriers: int, staff: int, rate: int, seconds: float) -> 
         report["client_cpu_under_load"] = round(
             (after.ru_utime + after.ru_stime - client_cpu.ru_utime - client_cpu.ru_stime) / elapsed, 3
         )
-        report["web_cpu_under_load"] = round(web_cpu, 3)
-        report["web_rss_mb_end"] = round(rss_mb(pid), 1)
+        report["web_cpu_under_load"] = [round(c, 3) for c in web_cpu]
+        report["web_rss_mb_end"] = [round(rss_mb(pid), 1) for pid in pids]
         report["background_rate"] = round(load.sent / elapsed, 1)
         report["watched_claimed"] = steps.claimed
         report["pages"] = {
@@ -342,9 +354,12 @@ def bench(orders: int, couriers: int, staff: int, rate: int, seconds: float) -> 
 
 def print_report(report: dict) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print("settings: " + ("production (DEBUG off)" if report.get("production") else "make run's (DEBUG on)"))
     sockets = sum(p["opened"] for p in report["pages"].values())
+    processes = len(report["web_rss_mb_before"])
     print(
-        f"{sockets} sockets on one web process, +{report['background_rate']} orders/s and "
+        f"{sockets} sockets on {processes} web process{'es' if processes > 1 else ''} ({report['profile']} profile), "
+        f"+{report['background_rate']} orders/s and "
         f"{report['watched_claimed']} watched orders stepped in {report['seconds']} s"
     )
     print(f"{'page':<10}{'sockets':>8}{'dropped':>8}{'p50 ms':>8}{'p95 ms':>8}{'max ms':>8}{'frames/s':>9}{'B/s':>8}")
@@ -355,14 +370,16 @@ def print_report(report: dict) -> None:
             f"{lat.get('p95', 0):>8.0f}{lat.get('max', 0):>8.0f}{page['frames_per_s_per_socket']:>9.2f}"
             f"{page['bytes_per_s_per_socket']:>8}"
         )
-    per_100 = (report["web_rss_mb_open"] - report["web_rss_mb_before"]) / max(sockets / 100, 1)
-    print(
-        f"web process: RSS {report['web_rss_mb_before']} MB before, {report['web_rss_mb_open']} with the sockets "
-        f"open ({per_100:.1f} MB per 100 sockets), {report['web_rss_mb_end']} at the end; CPU "
-        f"{report['web_cpu_idle_open'] * 100:.0f}% of a core idle with them open, "
-        f"{report['web_cpu_under_load'] * 100:.0f}% under the load "
-        f"({report['web_cpu_under_load'] * 100 / max(sockets / 100, 1):.1f}% per 100 sockets)"
-    )
+    each = sockets / processes
+    for n in range(processes):
+        before, opened = report["web_rss_mb_before"][n], report["web_rss_mb_open"][n]
+        idle, loaded = report["web_cpu_idle_open"][n], report["web_cpu_under_load"][n]
+        print(
+            f"web process {n + 1} (~{each:.0f} sockets): RSS {before} MB before, {opened} with the sockets open "
+            f"({(opened - before) / max(each / 100, 1):.1f} MB per 100 sockets), {report['web_rss_mb_end'][n]} at "
+            f"the end; CPU {idle * 100:.0f}% of a core idle with them open, {loaded * 100:.0f}% under the load "
+            f"({loaded * 100 / max(each / 100, 1):.1f}% per 100 sockets)"
+        )
     print(
         f"this client: {report['client_cpu_under_load'] * 100:.0f}% of a core; load average at the end: "
         f"{', '.join(f'{x:.1f}' for x in report['load_average'])}"
@@ -376,9 +393,13 @@ def main() -> None:
     parser.add_argument("--staff", type=int, default=5, help="staff pages")
     parser.add_argument("--rate", type=int, default=100, help="background orders a second")
     parser.add_argument("--seconds", type=float, default=30, help="how long the load runs")
+    parser.add_argument("--production", action="store_true", help="DEBUG off (default: make run's settings)")
+    parser.add_argument(
+        "--profile", choices=("embedded", "cluster"), default="embedded", help="cluster: two web processes, 3 brokers"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    report = bench(args.orders, args.couriers, args.staff, args.rate, args.seconds)
+    report = bench(args.orders, args.couriers, args.staff, args.rate, args.seconds, args.production, args.profile)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

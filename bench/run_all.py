@@ -33,7 +33,7 @@ sys.path.insert(0, str(BASE_DIR))
 from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
 
-STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "watchers", "web")
+STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "live-production", "watchers", "web")
 WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"
 # Per step and size: the script and its arguments ({bootstrap} and {database_url} filled in).
 SIZES: dict[str, dict[str, list[str]]] = {
@@ -43,6 +43,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "consumer": ["consumer_bench.py", "--events", "2000", "--rounds", "1", "--bootstrap", "{bootstrap}"],
         "replay": ["replay_bench.py", "--events", "2000", "--runs", "1", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "3", "--load", "10", "--backlog", "30"],
+        "live-production": ["live_latency.py", "--orders", "3", "--load", "10", "--backlog", "30",
+                            "--production"],
         "watchers": ["live_watchers.py", "--orders", "20", "--couriers", "3", "--staff", "1", "--rate", "10",
                      "--seconds", "3"],
         "web": ["web_bench.py", "--variants", "sqlite:down:1", "--seconds", "1", "--rounds", "1", "--rate", "20",
@@ -55,6 +57,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                      "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "200000", "--runs", "1", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "30", "--load", "100", "--backlog", "1000"],
+        "live-production": ["live_latency.py", "--orders", "30", "--load", "100", "--backlog", "1000",
+                            "--production"],
         "watchers": ["live_watchers.py", "--orders", "1000", "--couriers", "50", "--staff", "5", "--rate", "100",
                      "--seconds", "30"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "5", "--rounds", "2", "--rate", "150",
@@ -67,6 +71,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                      "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "1000000", "--runs", "2", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "60", "--load", "100", "--backlog", "1000"],
+        "live-production": ["live_latency.py", "--orders", "60", "--load", "100", "--backlog", "1000",
+                            "--production"],
         "watchers": ["live_watchers.py", "--orders", "1000", "--couriers", "50", "--staff", "5", "--rate", "100",
                      "--seconds", "60"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "15", "--rounds", "3", "--rate", "150",
@@ -170,6 +176,8 @@ def replay_rows(report: dict) -> list[Row]:
 
 
 def live_rows(report: dict) -> list[Row]:
+    step = "live-production" if report.get("production") else "live"
+    settings = "production" if report.get("production") else "make run's settings"
     rows = []
     for load, goal in (("light", "p95 < 50 ms"), ("loaded", "p95 < 150 ms")):
         phase = report[load]
@@ -181,8 +189,8 @@ def live_rows(report: dict) -> list[Row]:
                 continue  # pay under a backlog: a new order is not among the oldest open ones shown
             rows.append(
                 Row(
-                    f"live.{load}.{path}",
-                    f"live latency at {title}: {what}, ms p50/p95/max (n)",
+                    f"{step}.{load}.{path}",
+                    f"live latency at {title}, {settings}: {what}, ms p50/p95/max (n)",
                     f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ({f['n']})",
                     f["p95"],
                     goal,
@@ -210,13 +218,15 @@ def watchers_rows(report: dict) -> list[Row]:
             )
     dropped = sum(page["dropped"] + page["refused"] for page in report["pages"].values())
     rows.append(Row("watchers.dropped", f"{title}: sockets dropped or refused", str(dropped), dropped, "0"))
-    per_100 = (report["web_rss_mb_open"] - report["web_rss_mb_before"]) / max(sockets / 100, 1)
+    before, opened = report["web_rss_mb_before"][0], report["web_rss_mb_open"][0]
+    idle, loaded = report["web_cpu_idle_open"][0], report["web_cpu_under_load"][0]
+    per_100 = (opened - before) / max(sockets / 100, 1)
     rows.append(
         Row(
             "watchers.web",
             f"{title}: web process CPU (of one core) idle / under load, RSS per 100 sockets",
-            f"{report['web_cpu_idle_open'] * 100:.0f}% / {report['web_cpu_under_load'] * 100:.0f}%, {per_100:.1f} MB",
-            report["web_cpu_under_load"],
+            f"{idle * 100:.0f}% / {loaded * 100:.0f}%, {per_100:.1f} MB",
+            loaded,
         )
     )
     return rows
@@ -258,6 +268,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "consumer": consumer_rows,
     "replay": replay_rows,
     "live": live_rows,
+    "live-production": live_rows,
     "watchers": watchers_rows,
     "web": web_rows,
 }
