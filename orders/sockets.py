@@ -19,7 +19,7 @@ from orders import selectors
 
 
 class OrderSocket(LiveStreamSocket):
-    push_interval = 0.1
+    push_interval = 0.05
 
     def allowed_stream(self) -> str | None:
         # The same rule as the order page.
