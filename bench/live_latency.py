@@ -215,17 +215,13 @@ class Notices:
             return next(((at, read) for at, read in self.seen.get(stream, []) if at >= moment), None)
 
 
-class BackgroundLoad:
-    """`rate` orders a second straight into Kafka (JSON events, as the outbox publishes them),
-    each claimed, picked up and delivered by courier `bench-load` 1 s after its payment
-    (`steps=False`: left open)."""
+class EventWriter:
+    """A thread writing events straight into Kafka (JSON, as the outbox publishes them) until
+    stopped; subclasses say which (`_run`)."""
 
-    def __init__(self, bootstrap: str, rate: int, steps: bool = True) -> None:
+    def __init__(self, bootstrap: str) -> None:
         from confluent_kafka import Producer
 
-        self.rate = rate
-        self.steps = steps
-        self.sent = 0
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -236,6 +232,9 @@ class BackgroundLoad:
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._thread.start()
@@ -251,6 +250,17 @@ class BackgroundLoad:
 
         event = Event(payload)
         self._producer.produce(topic_name(payload.TOPIC), key=event.key.encode(), value=event.to_json())
+
+
+class BackgroundLoad(EventWriter):
+    """`rate` orders a second, each claimed, picked up and delivered by courier `bench-load`
+    1 s after its payment (`steps=False`: left open)."""
+
+    def __init__(self, bootstrap: str, rate: int, steps: bool = True) -> None:
+        super().__init__(bootstrap)
+        self.rate = rate
+        self.steps = steps
+        self.sent = 0
 
     def _run(self) -> None:
         from contract.events import (

@@ -41,7 +41,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 sys.path.insert(0, str(BASE_DIR / "bench"))
 
-from live_latency import BackgroundLoad, Stack  # noqa: E402
+from live_latency import BackgroundLoad, EventWriter, Stack  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -130,34 +130,15 @@ def wait_for_open_deliveries(order_ids: list[str], timeout: float = 120) -> None
         time.sleep(0.5)
 
 
-class WatchedSteps:
+class WatchedSteps(EventWriter):
     """The watched orders claimed in payment order by the watching couriers, `rate` a second,
     each picked up 1 s and delivered 2 s after its claim: straight into Kafka, as the web's
     outbox would publish the couriers' steps."""
 
     def __init__(self, bootstrap: str, order_ids: list[str], couriers: list[str], rate: float) -> None:
-        from confluent_kafka import Producer
-
+        super().__init__(bootstrap)
         self.order_ids, self.couriers, self.rate = order_ids, couriers, rate
-        self._producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 5})
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self.claimed = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(10)
-        self._producer.flush(30)
-
-    def _publish(self, payload: object) -> None:
-        from contract.events import Event
-        from eventing.topics import topic_name
-
-        event = Event(payload)
-        self._producer.produce(topic_name(payload.TOPIC), key=event.key.encode(), value=event.to_json())
 
     def _run(self) -> None:
         from contract.events import DeliveryClaimed, DeliveryDelivered, DeliveryPickedUp
