@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from deadletters import selectors
 from deadletters.models import DeadLetter
 from deadletters.services import RedriveOutcome, open_letters, redrive
+from eventing.registry import redrivable_groups
 
 
 def _staff_only(user: AbstractBaseUser) -> bool:
@@ -56,8 +57,15 @@ def dead_letters(request: HttpRequest) -> HttpResponse:
 async def redrive_view(request: HttpRequest) -> HttpResponse:
     """Re-drive one letter (`letter`) or all of a group's open letters (`group`)."""
     letter_id, group = request.POST.get("letter", ""), request.POST.get("group", "")
-    if not (letter_id.isdigit() or group):
+    if not (letter_id or group):
         return HttpResponseBadRequest("say which dead letter (letter) or which group's (group)")
+    # A letter is a row's number (ASCII digits: "²" is a digit to str.isdigit, not to int;
+    # and one the database's integer can hold); a group, one whose letters can be re-driven.
+    if letter_id and not (letter_id.isascii() and letter_id.isdigit() and len(letter_id) <= 18):
+        return HttpResponseBadRequest("letter must be a dead letter's number")  # (not echoed: this is HTML)
+    if not letter_id and group not in redrivable_groups():
+        groups = ", ".join(redrivable_groups())
+        return HttpResponseBadRequest(f"no group of that name re-drives dead letters; those that do: {groups}")
     # Producing and waiting for the broker must not hold the web process's one thread for
     # database work (foodsite.asgi): it runs in a thread of its own, like /stats/'s Kafka view.
     outcome, group = await sync_to_async(_redrive_closing_connections, thread_sensitive=False)(letter_id, group)

@@ -209,6 +209,25 @@ def test_dead_letters_page_and_redrive_are_for_staff_only(client):
     assert 'href="/stats/dead-letters/"' in staff.get("/stats/").content.decode()
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("form", "reason"),
+    [
+        ({"letter": "all", "group": "stats"}, "letter must be a dead letter's number"),  # was a 500
+        ({"letter": "²"}, "letter must be a dead letter's number"),  # a digit to isdigit(), not to int()
+        ({"letter": "9" * 40}, "letter must be a dead letter's number"),  # beyond the database's integer
+        ({"group": "<b>no-such-group</b>"}, "no group of that name re-drives dead letters; those that do: "),
+        ({}, "say which dead letter"),
+    ],
+    ids=["letter-all", "letter-superscript", "letter-huge", "unknown-group", "nothing"],
+)
+def test_a_redrive_form_that_names_no_letter_or_group_is_a_400_with_the_reason(form, reason):
+    answer = logged_in(StaffFactory()).post("/stats/dead-letters/redrive/", form)
+    assert answer.status_code == 400
+    assert reason in answer.content.decode()
+    assert "<b>" not in answer.content.decode()  # what was posted is not sent back as HTML
+
+
 @pytest.mark.django_db  # no broker: a rollback is enough, and much faster than emptying 100,000 rows
 def test_the_page_reads_100000_dead_letters_a_page_at_a_time():
     failed_at = datetime(2026, 1, 1, tzinfo=UTC)
