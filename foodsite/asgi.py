@@ -3,6 +3,7 @@
 The one place that routes both, so the one that gives each app's socket (live.sockets) the
 HTTP application its pages are read through."""
 
+import asyncio
 import gc
 import os
 import time
@@ -78,7 +79,7 @@ class OneThreadASGIHandler(ASGIHandler):
         self._busy[lane] += 1
         try:
             async with ThreadSensitiveContext(executor=self._threads[lane]):
-                await self.handle(scope, receive, send)
+                await _to_its_end(self.handle(scope, receive, send), grace=CANCELLED_REQUEST_GRACE)
         finally:
             self._busy[lane] -= 1
 
@@ -117,6 +118,31 @@ class OneThreadASGIHandler(ASGIHandler):
         if not response.streaming:
             response.close()
         return response
+
+
+# How long a request daphne cancels (it is stopping, or the client left long ago) may still
+# take to end by itself: within the launcher's 15 s for a process to stop.
+CANCELLED_REQUEST_GRACE = 5.0
+
+
+async def _to_its_end(request, grace: float) -> None:
+    """Await `request`; when cancelled, give it `grace` seconds to end before cancelling it.
+
+    A cancel reaches the coroutine it is sent to, not the tasks that coroutine started.
+    Django's async path (static files, async views) runs each request in two tasks of its
+    own; had the request's ThreadSensitiveContext ended with the cancel, they would still
+    call its lane afterwards, which asgiref refuses: "ThreadSensitiveContext has exited",
+    logged as a 500 for a CSS file when daphne stopped with a page still loading. Ending the
+    request inside its context also lets one under way at SIGTERM answer."""
+    handling = asyncio.ensure_future(request)
+    try:
+        await asyncio.shield(handling)
+    except asyncio.CancelledError:
+        _, pending = await asyncio.wait({handling}, timeout=grace)
+        if pending:
+            handling.cancel()
+            await asyncio.gather(handling, return_exceptions=True)
+        raise
 
 
 def _with_handler_timing(send, started: float):

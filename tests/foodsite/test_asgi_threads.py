@@ -206,3 +206,42 @@ def test_the_handler_says_when_it_started_on_the_wall_clock(settings):
 def test_server_timing_is_off_by_default(settings):
     settings.ALLOWED_HOSTS = ["127.0.0.1"]
     assert asyncio.run(timing_of(OneThreadASGIHandler(threads=1), "/healthz")) == {}
+
+
+def test_a_request_cancelled_while_it_waits_for_its_thread_still_ends_inside_its_context(settings, caplog):
+    """Daphne cancels the requests still under way when it stops (and one whose client left
+    long ago). Django's async path (static files, async views) runs a request in tasks of its
+    own that the cancel does not reach: had the request's context ended with the cancel, they
+    would call its thread afterwards, which asgiref refuses ("ThreadSensitiveContext has
+    exited"), logged as a 500 for a plain CSS file (CI, test_ctrl_c_stops_every_process_cleanly)."""
+    settings.ALLOWED_HOSTS = ["127.0.0.1"]
+    handler = OneThreadASGIHandler(threads=1)
+    release = threading.Event()
+
+    def hold_the_thread_next(**_: object) -> None:
+        # Queued behind this receiver: the thread is held once the request's tasks exist and
+        # the first of them (SecurityMiddleware's process_request) waits for it.
+        handler._threads[0].submit(release.wait, 20)
+
+    request_started.connect(hold_the_thread_next)
+    try:
+
+        async def cancel_a_static_request() -> int:
+            static = ApplicationCommunicator(
+                handler, {**SCOPE, "path": "/static/foodsite/site.css", "raw_path": b"/static/foodsite/site.css"}
+            )
+            await static.send_input({"type": "http.request", "body": b"", "more_body": False})
+            await asyncio.sleep(0.3)  # now waiting for the thread
+            static.future.cancel()  # as daphne's kill_all_applications does
+            await asyncio.sleep(0.1)
+            release.set()
+            answer = await static.receive_output(timeout=20)
+            await asyncio.sleep(0.2)
+            return answer["status"]
+
+        with caplog.at_level("ERROR", logger="django.request"):
+            assert asyncio.run(cancel_a_static_request()) == 200
+    finally:
+        release.set()
+        request_started.disconnect(hold_the_thread_next)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
