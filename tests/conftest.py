@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dj_database_url
+import hypothesis
 import pytest
 from confluent_kafka.admin import AdminClient
 from django.conf import settings as django_settings
@@ -30,6 +31,23 @@ from eventing.topics import admin_client, declared_topics, ensure_topics
 from harness.kafka_support import KafkaTestBed
 
 DATABASES = ("sqlite", "postgres")
+
+# The fuzz tests: the same examples in every run (a fixed seed, no example database), few
+# enough that the suite keeps its time; HYPOTHESIS_PROFILE=deep for a longer hunt by hand.
+# Examples found are kept in the tests as @example, so they run first every time.
+hypothesis.settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,  # a real broker and database answer in their own time
+    print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.function_scoped_fixture],
+)
+hypothesis.settings.register_profile(
+    "deep", parent=hypothesis.settings.get_profile("ci"), derandomize=False, max_examples=2000
+)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
