@@ -163,6 +163,48 @@ class KafkaView:
         return [f"{name}[{p.partition}]" for name, p in self._partitions() if p.offline]
 
 
+@dataclass(frozen=True)
+class ClusterHealth:
+    """What an on-call alert is written on, from the cluster's metadata alone (one request, no
+    offsets): the brokers live and down, and the system's partitions that are under-replicated
+    or offline. Equal healths mean nothing an operator would be told about has changed."""
+
+    brokers_live: tuple[int, ...] = ()
+    brokers_down: tuple[int, ...] = ()
+    under_replicated: tuple[str, ...] = ()  # "orders[0]", logical names
+    offline: tuple[str, ...] = ()
+    error: str | None = None  # the metadata could not be read: "Kafka unreachable: ..."
+
+
+def health_of(metadata) -> ClusterHealth:
+    """The health a metadata answer says (`AdminClient.list_topics`'s ClusterMetadata)."""
+    brokers = _brokers(metadata)
+    names = [spec.name for spec in declared_topics() if spec.name in metadata.topics]
+    under, offline = [], []
+    for name in names:
+        for p, state in sorted(metadata.topics[name].partitions.items()):
+            label = f"{logical_name(name)}[{p}]"
+            if state.leader < 0:
+                offline.append(label)
+            elif len(state.isrs) < len(state.replicas):
+                under.append(label)
+    return ClusterHealth(
+        brokers_live=tuple(b.id for b in brokers if b.live),
+        brokers_down=tuple(b.id for b in brokers if not b.live),
+        under_replicated=tuple(under),
+        offline=tuple(offline),
+    )
+
+
+def cluster_health(admin: AdminClient, timeout: float = TIMEOUT_S) -> ClusterHealth:
+    """The cluster's health now, through `admin` (a long-lived client: a watcher asks every
+    second or so, and a new client each time would cost threads and connections)."""
+    try:
+        return health_of(admin.list_topics(timeout=timeout))
+    except KafkaException as exc:
+        return ClusterHealth(error=f"Kafka unreachable: {_reason(exc)} (at {settings.KAFKA_BOOTSTRAP_SERVERS})")
+
+
 def kafka_view(timeout: float = TIMEOUT_S) -> KafkaView:
     started = time.monotonic()
     # Fail fast on a dead address instead of librdkafka's 30 s connection setup.

@@ -223,6 +223,9 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
 # A live socket re-reads its user's session and permission before it sends anything, at most
 # this often (live.sockets): a logged-out courier stops getting rows within this many seconds.
 LIVE_RECHECK_SECONDS = float(os.environ.get("LIVE_RECHECK_SECONDS", "10"))
+# While a staff page is open on a web process, it reads the cluster's metadata this often and
+# pushes a change of health (a broker gone or back, partitions under-replicated or offline).
+KAFKA_HEALTH_EVERY_S = float(os.environ.get("KAFKA_HEALTH_EVERY_S", "1"))
 
 # The event machinery's hooks and notice topics (eventing.hooks, eventing.topics): after a
 # consumer commits, the live pages hear of it; its counts go to Prometheus.

@@ -169,6 +169,12 @@ def notify(stream: str, parts: frozenset[str] | None, at: float) -> None:
         feed.notify(parts, at)
 
 
+def is_followed(stream: str) -> bool:
+    """Whether a socket of this process follows `stream` now."""
+    feed = _feeds.get(stream)
+    return feed is not None and bool(feed.followers)
+
+
 def following() -> dict[str, int]:
     """Sockets per stream in this process (tests, the watchers' benchmark)."""
     return {stream: len(feed.followers) for stream, feed in _feeds.items()}

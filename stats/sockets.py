@@ -5,7 +5,9 @@ reads the page's regions (stats/regions/) once for every staff socket of this we
 and each socket sends those whose markup differs from what it last sent. The Kafka view
 (offsets, lag) asks the brokers: it is read at most every KAFKA_VIEW_EVERY seconds per
 process, and, like the rest of a round, in a thread of its own, so a slow broker or a big
-page never holds up the order and courier pages' reads (live.sockets).
+page never holds up the order and courier pages' reads (live.sockets). While a staff socket
+is open, the cluster's health is watched too (stats.cluster_watch): a broker that dies or
+returns, partitions out of sync or offline, change the Kafka region at once, event or not.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from __future__ import annotations
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import connections
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from eventing.kafka_view import ClusterHealth
+from live import feeds
 from live.notices import stats_stream
 from live.sockets import LiveStreamSocket
+from stats.cluster_watch import ClusterWatch
 from stats.views import dashboard_context, kafka_view_closing_connections
 
 FIGURES = ("totals", "orders-per-minute", "top-dishes", "dishes")  # regions from the database
@@ -35,6 +41,11 @@ class StatsSocket(LiveStreamSocket):
 
     def page_path(self) -> str:
         return reverse("stats")
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self.stream is not None:
+            cluster_watch().ensure_running(wanted=lambda: feeds.is_followed(stats_stream()))
 
     async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> dict[str, str] | None:
         if changed is not None and not changed:
@@ -53,6 +64,22 @@ class StatsSocket(LiveStreamSocket):
 
     def page_sent(self, regions: dict[str, str] | None) -> None:
         self.forget_regions()
+
+
+def _health_changed(health: ClusterHealth) -> None:
+    StatsSocket._kafka = None  # read the Kafka view afresh, whenever it was last read
+    feeds.notify(stats_stream(), frozenset({"kafka"}), time.time())
+
+
+_watch: ClusterWatch | None = None
+
+
+def cluster_watch() -> ClusterWatch:
+    """This process's one watch (started by the first staff socket, stopped with the last)."""
+    global _watch
+    if _watch is None:
+        _watch = ClusterWatch(settings.KAFKA_HEALTH_EVERY_S, on_change=_health_changed)
+    return _watch
 
 
 def read_figures() -> dict[str, str]:
