@@ -208,6 +208,19 @@ def kafka_families(view: KafkaView) -> Iterator[GaugeMetricFamily]:
             if p.high is not None:
                 end.add_metric([topic.name, str(p.partition)], p.high)
     yield end
+    # The cluster's health, what an on-call alert is written on (the staff page warns of the same).
+    brokers = GaugeMetricFamily("foodsite_kafka_brokers", "Brokers of the cluster, live or down.", labels=["state"])
+    brokers.add_metric(["live"], sum(1 for b in view.brokers if b.live))
+    brokers.add_metric(["down"], len(view.brokers_down))
+    yield brokers
+    yield GaugeMetricFamily(
+        "foodsite_kafka_under_replicated_partitions",
+        "The system's partitions with fewer in-sync replicas than replicas.",
+        len(view.under_replicated),
+    )
+    yield GaugeMetricFamily(
+        "foodsite_kafka_offline_partitions", "The system's partitions without a leader.", len(view.offline)
+    )
     labels = ["group", "topic", "partition"]
     lag = GaugeMetricFamily(
         "foodsite_consumer_lag",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from eventing.kafka_view import GroupOffsets, GroupPartition, KafkaView, PartitionOffsets, TopicOffsets
+from eventing.kafka_view import Broker, GroupOffsets, GroupPartition, KafkaView, PartitionOffsets, TopicOffsets
 from observability.metrics import kafka_families
 
 
@@ -30,7 +30,8 @@ def view_with_unknown_offsets() -> KafkaView:
         # The end answered, the earliest did not (two requests): nothing committed, so unknown.
         GroupPartition("payments", 0, low=None, end=7, committed=None, stored=None, owner=None),
     ]
-    return KafkaView([TopicOffsets("orders", partitions)], [GroupOffsets("stats", "Stable", [], rows)])
+    brokers = [Broker(1, "127.0.0.1:9092", True, 3), Broker(2, "127.0.0.1:9093", True, 3), Broker(3, "", False, 3)]
+    return KafkaView([TopicOffsets("orders", partitions)], [GroupOffsets("stats", "Stable", [], rows)], brokers=brokers)
 
 
 def test_the_page_counts_the_known_partitions_and_leaves_the_others_unknown():
@@ -51,3 +52,15 @@ def test_metrics_give_the_known_partitions_and_no_sample_for_the_others():
     assert 'foodsite_consumer_lag{group="stats",partition="0",topic="orders"} 1.0' in text  # 10 - 9 stored
     assert 'foodsite_consumer_lag{group="stats",partition="1"' not in text
     assert 'foodsite_consumer_position{group="stats",partition="1",topic="orders"} 5.0' in text
+
+
+def test_metrics_give_the_clusters_health_as_the_staff_page_warns_of_it():
+    registry = CollectorRegistry()
+    registry.register(_Families(view_with_unknown_offsets()))
+
+    text = generate_latest(registry).decode()
+
+    assert 'foodsite_kafka_brokers{state="live"} 2.0' in text
+    assert 'foodsite_kafka_brokers{state="down"} 1.0' in text
+    assert "foodsite_kafka_under_replicated_partitions 1.0" in text  # orders[2]; the offline one counts apart
+    assert "foodsite_kafka_offline_partitions 1.0" in text
