@@ -17,7 +17,6 @@ idempotent, as docs/architecture.md describes.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -35,7 +34,7 @@ from contract.events import Event, encode
 from eventing import tracing
 from eventing.conf import settings
 from eventing.models import OutboxEvent
-from eventing.producer import get_publisher
+from eventing.producer import EventPublisher, get_publisher
 
 # Named as before the split into packages: deployments filter their logs on it.
 log = logging.getLogger("foodsite.outbox")
@@ -68,10 +67,13 @@ def enqueue(event: Event) -> None:
     transaction.on_commit(lambda: send([row]))
 
 
-def send(rows: Iterable[OutboxEvent], refused: list[str] | None = None) -> list[OutboxEvent]:
-    """Hand the rows to the process's producer; their delivery reports mark them sent. The ids
-    of those Kafka gives up on are appended to `refused`. Returns the rows not handed over."""
-    publisher = get_publisher()
+def send(
+    rows: Iterable[OutboxEvent], refused: list[str] | None = None, publisher: EventPublisher | None = None
+) -> list[OutboxEvent]:
+    """Hand the rows to the process's producer (or `publisher`); their delivery reports mark
+    them sent. The ids of those Kafka gives up on are appended to `refused`. Returns the rows
+    not handed over."""
+    publisher = publisher or get_publisher()
     publisher.after_poll(mark_delivered)
     rows = list(rows)
     for handed, row in enumerate(rows):
@@ -146,15 +148,18 @@ def _trace_of(row: OutboxEvent) -> dict:
     return {"trace_id": tracing.trace_id_of(row.traceparent)}
 
 
-def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30) -> int:
+def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float | None = None) -> int:
     """Send the events still unsent after `older_than` (oldest first, so per key in order)
-    and wait up to `timeout` for Kafka's acknowledgements. Returns how many were sent.
+    and wait for Kafka's acknowledgements (`timeout`, by default as long as the relay's producer
+    tries). Returns how many were sent.
 
     The pass claims its rows first (`claim_pending`), so a pass running beside it (another
-    worker, another thread) sends other rows or none. After the wait, the rows Kafka gave up
-    on are released for the next pass at once; those still in flight keep their claim until
-    its lease runs out (the producer gives up on them first: OUTBOX_RELAY_LEASE_S is longer
-    than its delivery timeout), and so do the rows of a pass that died."""
+    worker, another thread) sends other rows or none. Its producer tries each event for half
+    the claim's lease, in one produce() (the idempotent producer's retries of one send are
+    written once; each separate send that reaches a partition's log is a message of its own):
+    a broker back within that time gets every event once from the relay. After the wait, the
+    rows Kafka gave up on are released for the next pass at once; those still in flight keep
+    their claim until its lease runs out, and so do the rows of a pass that died."""
     if connection.in_atomic_block:
         # The claim must be committed before Kafka is waited on: held open, its row locks
         # would block the poll thread's UPDATE (mark_delivered) while this pass waits for it.
@@ -165,9 +170,11 @@ def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30)
         return 0
     for row in rows:  # one line per event, with its order's trace id: `grep` follows it here too
         log.info("relaying %s for %s (event %s, pass %s)", row.event_type, row.key, row.id, claim, extra=_trace_of(row))
+    publisher = relay_publisher()
     refused: list[str] = []
-    kept = send(rows, refused)
-    get_publisher().flush(timeout)
+    kept = send(rows, refused, publisher)
+    # A little past the producer's own timeout, for its reports of the events it gave up on.
+    publisher.flush(settings.OUTBOX_RELAY_LEASE_S / 2 + 2 if timeout is None else timeout)
     mark_delivered()
     with _delivered_lock:
         released = {str(row.id) for row in kept} | set(refused)
@@ -186,6 +193,12 @@ def relay_pending(older_than: timedelta, limit: int = 5000, timeout: float = 30)
     return sent
 
 
+def relay_publisher() -> EventPublisher:
+    """The relay's own producer: it tries each event for half a claim's lease (the web's gives
+    up after its delivery timeout, so that the relay can take over)."""
+    return get_publisher("relay", **{"delivery.timeout.ms": int(settings.OUTBOX_RELAY_LEASE_S * 1000 / 2)})
+
+
 def claim_pending(claim: uuid.UUID, older_than: timedelta, limit: int) -> list[OutboxEvent]:
     """Claim, for OUTBOX_RELAY_LEASE_S, the unsent rows past `older_than` that no live claim
     holds, oldest first, in one short transaction; returns them.
@@ -196,7 +209,7 @@ def claim_pending(claim: uuid.UUID, older_than: timedelta, limit: int) -> list[O
     key is not in the claim (another pass is sending it, or its row was locked): the other
     pass's producer could deliver it after this one's, and each key stays in order."""
     now = timezone.now()
-    lease = _lease(settings.OUTBOX_RELAY_LEASE_S, settings.KAFKA_PRODUCER.get("delivery.timeout.ms", 300_000))
+    lease = timedelta(seconds=settings.OUTBOX_RELAY_LEASE_S)
     with transaction.atomic():
         rows = list(
             OutboxEvent.objects.select_for_update(skip_locked=True)
@@ -219,15 +232,3 @@ def claim_pending(claim: uuid.UUID, older_than: timedelta, limit: int) -> list[O
     for row in rows:
         row.claimed_by, row.claimed_until = claim, now + lease
     return rows
-
-
-@functools.cache
-def _lease(seconds: float, delivery_timeout_ms: int) -> timedelta:
-    if seconds * 1000 <= delivery_timeout_ms:  # librdkafka's default timeout is 300 s
-        log.warning(
-            "OUTBOX_RELAY_LEASE_S (%g s) is not longer than the producer's delivery.timeout.ms (%d ms): an event "
-            "still in flight when its claim runs out can be sent again by another relay pass",
-            seconds,
-            delivery_timeout_ms,
-        )
-    return timedelta(seconds=seconds)

@@ -234,11 +234,8 @@ EVENTING_METRICS = "observability.metrics.PrometheusMetrics"
 # producer's delivery timeout, so that the producer has given up on them first.
 OUTBOX_RELAY_AFTER_S = float(os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5))
 # A relay pass claims the rows it sends for this long (another pass leaves them alone, then
-# takes over those of a pass that died): longer than the delivery timeout, so that a row still
-# in flight in one pass's producer is never sent by another.
-OUTBOX_RELAY_LEASE_S = float(
-    os.environ.get("OUTBOX_RELAY_LEASE_S", max(60.0, 2 * KAFKA_PRODUCER["delivery.timeout.ms"] / 1000))
-)
+# takes over those of a pass that died); the relay's producer tries each event for half of it.
+OUTBOX_RELAY_LEASE_S = float(os.environ.get("OUTBOX_RELAY_LEASE_S", "60"))
 
 # --- Celery ----------------------------------------------------------------------------
 # Embedded default: Celery's SQLAlchemy transport on a SQLite file, so no extra server. Not
