@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "DLQ_MAX_SHARE": 0.5,
     "DLQ_WINDOW": 100,
     "OUTBOX_RELAY_AFTER_S": 15.0,
+    # How long a relay pass's claim on the rows it sends holds (eventing.outbox); the relay's
+    # producer tries each event for half of it, so that no other pass sends a row in flight.
+    "OUTBOX_RELAY_LEASE_S": 60.0,
     # Topics of notices rather than events: name -> retention in ms; one partition each,
     # no dead letters (the project's live pages use one: foodsite.settings).
     "EVENTING_NOTICE_TOPICS": {},

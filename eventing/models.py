@@ -41,6 +41,11 @@ class OutboxEvent(models.Model):
     traceparent = models.CharField(max_length=55, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     sent_at = models.DateTimeField(null=True, db_index=True)
+    # The relay pass sending the row, until when (eventing.outbox.relay_pending): another
+    # pass leaves it alone meanwhile, and takes it over once the lease has run out (the
+    # pass died). Taken in a short transaction of its own, never held while Kafka answers.
+    claimed_by = models.UUIDField(null=True)
+    claimed_until = models.DateTimeField(null=True)
 
     class Meta:
         ordering = ["created_at"]

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -134,25 +135,25 @@ def _log_delivery(error: KafkaError | None, message: Message) -> None:
         log.error("event to %s key=%s not delivered: %s", message.topic(), message.key(), error)
 
 
-_publisher: EventPublisher | None = None
+_publishers: dict[str, EventPublisher] = {}
 _lock = threading.Lock()
 
 
-def get_publisher() -> EventPublisher:
-    """The process-wide publisher, created on first use."""
-    global _publisher
+def get_publisher(name: str = "producer", **overrides: Any) -> EventPublisher:
+    """The process-wide publisher `name`, created on first use from producer_config(name,
+    **overrides): the events' one, and the outbox relay's (eventing.outbox), which tries longer."""
     with _lock:
-        if _publisher is None:
-            _publisher = EventPublisher(producer_config())
-            atexit.register(_publisher.close)
-        return _publisher
+        publisher = _publishers.get(name)
+        if publisher is None:
+            publisher = _publishers[name] = EventPublisher(producer_config(name, **overrides))
+            atexit.register(publisher.close)
+        return publisher
 
 
 def reset_publisher(flush_timeout: float = 10) -> None:
-    """Flush and drop the process-wide publisher (tests switch brokers and settings)."""
-    global _publisher
+    """Flush and drop the process-wide publishers (tests switch brokers and settings)."""
     with _lock:
-        if _publisher is not None:
-            _publisher.close(flush_timeout)
-            atexit.unregister(_publisher.close)
-            _publisher = None
+        for publisher in _publishers.values():
+            publisher.close(flush_timeout)
+            atexit.unregister(publisher.close)
+        _publishers.clear()

@@ -236,6 +236,9 @@ EVENTING_METRICS = "observability.metrics.PrometheusMetrics"
 # The relay sends outbox events still unsent this long after their commit: past the
 # producer's delivery timeout, so that the producer has given up on them first.
 OUTBOX_RELAY_AFTER_S = float(os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUCER["delivery.timeout.ms"] / 1000 + 5))
+# A relay pass claims the rows it sends for this long (another pass leaves them alone, then
+# takes over those of a pass that died); the relay's producer tries each event for half of it.
+OUTBOX_RELAY_LEASE_S = float(os.environ.get("OUTBOX_RELAY_LEASE_S", "60"))
 
 # --- Celery ----------------------------------------------------------------------------
 # Embedded default: Celery's SQLAlchemy transport on a SQLite file, so no extra server. Not

@@ -1,15 +1,22 @@
-"""Test helpers around the real broker: read a topic, drain a projection, Java's murmur2."""
+"""Test helpers around the real broker: read a topic, drain a projection, Java's murmur2; the
+session's broker frozen for a moment, and a silent one that accepts connections and never answers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
 
+from devstack.kafka_node import LocalKafka
 from eventing import outbox
 from eventing.models import ConsumerOffset, OutboxEvent
 from eventing.producer import get_publisher
@@ -59,9 +66,38 @@ def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[
             time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def silent_broker() -> Iterator[str]:
+    """The address of a listener that accepts TCP connections and never says a word, like a
+    hung broker: a producer pointed at it sends nothing anywhere and hears nothing back."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
 @dataclass
 class KafkaTestBed:
     bootstrap_servers: str
+    node: LocalKafka | None = None  # the broker's process, when the session started it (kafka_on_node)
 
     def read_topic(self, logical: str, timeout: float = 10) -> list[Message]:
         """Every message now in the topic, all partitions, read without a consumer group."""
@@ -89,6 +125,20 @@ class KafkaTestBed:
             return messages
         finally:
             consumer.close()
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """While inside, the broker's process is stopped (SIGSTOP): it holds every connection and
+        request unanswered, as in a long GC pause or on a stalled disk; once it goes on (SIGCONT)
+        it handles what it was sent, appending each write it had received. Keep it short: its
+        own controller would fence it past its session timeout (5 s, devstack.kafka_node)."""
+        process = self.node.process if self.node is not None else None
+        assert process is not None, "freezing the broker needs the kafka_on_node fixture"
+        process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGCONT)
 
     def produce_raw(
         self, logical: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None

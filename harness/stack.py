@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -44,6 +45,11 @@ GROUP_TOPICS = {
     "deliveries": ("orders", "payments", "delivery-status"),
     "notifications": ("orders", "payments", "delivery-status"),
 }
+# What eventing.outbox logs each time it hands an event to a producer: the web after its
+# commit ("stored", unless its producer's queue was full), a relay pass ("relaying").
+STORED = re.compile(r" stored \S+ for \S+ \(event ([0-9a-f-]{36})\)")
+QUEUE_FULL = re.compile(r"producer queue full; ([0-9a-f-]{36}) left to the outbox relay")
+RELAYING = re.compile(r" relaying \S+ for \S+ \(event ([0-9a-f-]{36})")
 COMMANDS = {"stats": "consume_stats", "deliveries": "consume_deliveries", "notifications": "consume_notifications"}
 # The CPU priority of the services that are not the web (see start_consumers).
 BACKGROUND_NICE = 10
@@ -137,6 +143,19 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, every: floa
             raise AssertionError(f"{what} (after {timeout:g} s)")
         time.sleep(every)
     return time.monotonic() - started
+
+
+@dataclass(frozen=True)
+class HandOffs:
+    """How many times an event was handed to a Kafka producer (each a separate produce(): the
+    idempotent producer de-duplicates its own retries of one, not two of them)."""
+
+    by_web: int  # after its commit, by the web process that stored it
+    by_relay: int  # by relay passes
+
+    @property
+    def total(self) -> int:
+        return self.by_web + self.by_relay
 
 
 class Stack(Services):
@@ -309,6 +328,19 @@ class Stack(Services):
             customers_paid_missing=len(paid_by_customers - told_and_true),
             outbox_unsent=results["outbox_unsent"],
         )
+
+    def hand_offs(self) -> dict[str, HandOffs]:
+        """Per event id, from the logs of every web and worker process started so far."""
+        by_web: Counter[str] = Counter()
+        by_relay: Counter[str] = Counter()
+        for path in self.log_files.values():
+            text = path.read_text(errors="replace")
+            if path.name.startswith("web-"):
+                by_web.update(STORED.findall(text))
+                by_web.subtract(QUEUE_FULL.findall(text))
+            elif path.name.startswith("worker-"):
+                by_relay.update(RELAYING.findall(text))
+        return {event: HandOffs(by_web[event], by_relay[event]) for event in {*by_web, *by_relay}}
 
     def second_copies(self) -> int:
         """Messages on orders and payments that repeat an event id already there."""

@@ -148,18 +148,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    external = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
-        return
+def kafka_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """The session's own broker, started when first asked: the one `kafka` uses, unless
+    TEST_KAFKA_BOOTSTRAP_SERVERS names another."""
     broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
     broker.start()
     try:
         broker.wait_ready(timeout=120)
-        yield broker.bootstrap_servers
+        yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest) -> str:
+    return os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS") or request.getfixturevalue("kafka_node").bootstrap_servers
 
 
 @pytest.fixture(scope="session")
@@ -187,13 +190,22 @@ def kafka(kafka_bootstrap: str, settings: pytest.FixtureRequest) -> Iterator[Kaf
 
 
 @pytest.fixture
+def kafka_on_node(kafka_node: LocalKafka, settings: pytest.FixtureRequest) -> Iterator[KafkaTestBed]:
+    """As `kafka`, always on the session's own broker, which the test may freeze for a moment
+    (KafkaTestBed.frozen): a broker that holds every request unanswered, then goes on."""
+    yield from _own_topics(kafka_node.bootstrap_servers, settings, node=kafka_node)
+
+
+@pytest.fixture
 def kafka_on_cluster(kafka_cluster: LocalCluster, settings: pytest.FixtureRequest) -> Iterator[KafkaTestBed]:
     """Topics and consumer groups of this test only, on the session cluster, 3 replicas each."""
     settings.KAFKA_REPLICATION_FACTOR = 3
     yield from _own_topics(kafka_cluster.bootstrap_servers, settings)
 
 
-def _own_topics(bootstrap: str, settings: pytest.FixtureRequest) -> Iterator[KafkaTestBed]:
+def _own_topics(
+    bootstrap: str, settings: pytest.FixtureRequest, node: LocalKafka | None = None
+) -> Iterator[KafkaTestBed]:
     prefix = f"test-{uuid.uuid4().hex[:10]}-"
     settings.KAFKA_BOOTSTRAP_SERVERS = bootstrap
     settings.KAFKA_TOPIC_PREFIX = prefix
@@ -201,7 +213,7 @@ def _own_topics(bootstrap: str, settings: pytest.FixtureRequest) -> Iterator[Kaf
     reset_publisher()
     specs = declared_topics()
     ensure_topics(admin_client(), specs)
-    yield KafkaTestBed(bootstrap)
+    yield KafkaTestBed(bootstrap, node)
     reset_publisher()
     # Keep the broker light for the rest of the session.
     AdminClient({"bootstrap.servers": bootstrap}).delete_topics([s.name for s in specs])

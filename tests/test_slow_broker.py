@@ -4,8 +4,6 @@ the outbox keeps them. Real daphne, real SQLite; each request held to a budget."
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +11,7 @@ import requests
 
 from devstack.kafka_node import free_port
 from devstack.launcher import wait_http
+from harness import kafka_support
 from harness.http_client import order_and_pay
 from harness.processes import Services
 
@@ -28,26 +27,8 @@ REQUEST_BUDGET_S = 0.5
 @pytest.fixture
 def silent_broker() -> Iterator[str]:
     """Accepts TCP connections and never says a word, like a hung broker."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in held:
-        connection.close()
-    listener.close()
+    with kafka_support.silent_broker() as address:
+        yield address
 
 
 @pytest.fixture
