@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from devstack.kafka_node import free_port
@@ -136,13 +136,23 @@ def cpu_pressure() -> float:
 
 
 def wait_for(check: Callable[[], object], timeout: float, what: str, every: float = 0.5) -> float:
-    """Poll until `check()` is true; returns the seconds it took. Always bounded."""
+    """Poll until `check()` is true; returns the seconds it took. Always bounded.
+
+    A check that asks Kafka may find no answer this time (a metadata request timing out while
+    brokers restart and the machine is busy): that is "not yet", tried again until the bound,
+    whose message then names the last such error. Failover test 1 ended at once on one."""
     started = time.monotonic()
-    while not check():
+    unanswered: KafkaException | None = None
+    while True:
+        try:
+            if check():
+                return time.monotonic() - started
+        except KafkaException as exc:
+            unanswered = exc
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what} (after {timeout:g} s)")
+            last = f"; the last unanswered request: {unanswered}" if unanswered is not None else ""
+            raise AssertionError(f"{what} (after {timeout:g} s{last})")
         time.sleep(every)
-    return time.monotonic() - started
 
 
 @dataclass(frozen=True)
