@@ -33,7 +33,7 @@ def wait_for(check, timeout: float, what: str) -> None:
 
 
 def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, settings, process_database_url):
-    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    broker = LocalKafka(tmp_path / "kafka")
     broker.start()
     broker.wait_ready()
     settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
