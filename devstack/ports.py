@@ -69,6 +69,16 @@ def free_ports(count: int, taken: set[int] = frozenset()) -> list[int]:
     return ports
 
 
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive ports free now (the launcher takes PORT and the next,
+    KAFKA_PORT and the next two)."""
+    low, high = ephemeral_range()
+    while True:
+        block = range(first := free_port(), first + count)
+        if block[-1] < 65536 and not any(low <= port <= high for port in block) and all(map(bindable, block)):
+            return first
+
+
 def bindable(port: int) -> bool:
     """True if a socket may bind 127.0.0.1:port now, without SO_REUSEADDR: nothing listens
     there, no connection uses it, no recent connection lingers on it (TIME_WAIT)."""
