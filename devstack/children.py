@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 KAFKA, POSTGRES, REDIS, SETUP, APP = "kafka", "postgres", "redis", "setup", "app"
+KINDS = (KAFKA, POSTGRES, REDIS, SETUP, APP)  # the order they are listed in
 
 # What stands still while no copy of a Procfile process runs.
 CONSUMERS = {
@@ -146,7 +147,7 @@ def summary(children: list[Child]) -> str:
     """The children, copies counted: "kafka-1, kafka-3, postgres, redis, web ×2, beat"."""
     copies = Counter(child.service for child in children if child.kind == APP)
     shown: list[str] = []
-    for child in children:
+    for child in sorted(children, key=lambda child: KINDS.index(child.kind)):  # stable: copies stay in order
         if child.kind == SETUP:
             continue
         if child.kind != APP or copies[child.service] == 1:

@@ -159,3 +159,4 @@ def test_ctrl_c_still_stops_what_is_left_cleanly(make_run):
     assert "killing it" not in stop, stop
     assert "stopped in" in stop.rstrip().rsplit("\n", 1)[-1], stop[-3000:]
     assert all(state_of(pid) is None for pid in left.values())
+    print("\n".join(make_run.launcher_lines()))  # what the operator read, for the record (pytest -s)
