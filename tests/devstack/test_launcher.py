@@ -5,7 +5,11 @@ or stops everything when the site cannot go on. The rule, read from devstack.chi
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +18,7 @@ import requests
 
 from devstack.children import APP, KAFKA, POSTGRES, REDIS, SETUP, Child, exit_status, summary, verdict
 from harness.http_client import order_and_pay
-from harness.make_run import MakeRun, state_of
+from harness.make_run import BASE_DIR, MakeRun, state_of
 
 
 class Exited:
@@ -160,3 +164,41 @@ def test_ctrl_c_still_stops_what_is_left_cleanly(make_run):
     assert "stopped in" in stop.rstrip().rsplit("\n", 1)[-1], stop[-3000:]
     assert all(state_of(pid) is None for pid in left.values())
     print("\n".join(make_run.launcher_lines()))  # what the operator read, for the record (pytest -s)
+
+
+@pytest.mark.parametrize("setting", ["PORT", "KAFKA_PORT"])
+def test_a_port_the_user_named_is_not_moved_the_error_names_it(setting, tmp_path):
+    run = MakeRun(tmp_path)
+    port = int(run.env[setting])
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", port))
+        other_program.listen()
+        with run.log.open("wb") as sink:
+            launcher = subprocess.run(
+                [sys.executable, "-m", "devstack.launcher"], cwd=BASE_DIR, env=run.env, stdout=sink,
+                stderr=subprocess.STDOUT, timeout=60,
+            )  # fmt: skip
+    assert launcher.returncode == 1
+    assert f"is taken by another program; stop it or set {setting} to a free port" in run.output()
+    named = rf"launcher\s+\| error: (the web|Kafka) cannot listen on 127.0.0.1:{port}: port {port} \({setting}\)"
+    assert re.search(named, run.output()), run.output()
+    assert "Kafka at" not in run.output()  # said before anything started
+
+
+def test_ctrl_c_while_it_starts_stops_what_was_started(tmp_path):
+    run = MakeRun(tmp_path)
+    with run.log.open("wb") as sink:
+        run.process = subprocess.Popen(
+            [sys.executable, "-m", "devstack.launcher"], cwd=BASE_DIR, env=run.env, stdout=sink,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        run.wait_for(r"^\S+ kafka\s+\|", timeout=60)  # the JVM is starting
+        started = run.children()
+        assert "kafka" in started
+        assert run.interrupt(timeout=60) == 0, run.output()[-3000:]
+        assert run.output().rstrip().rsplit("\n", 1)[-1].split("| ", 1)[1].startswith("stopped in")
+        assert "ready in" not in run.output()
+        assert all(state_of(pid) is None for pid in started.values())
+    finally:
+        run.close()
