@@ -2,14 +2,15 @@
 out taken from any other reason a server stopped.
 
 A port picked "free" is free only when it is picked: the server binds it later (a JVM takes
-seconds to get there), and in between anything may take it. Two things did: another process
-picking free ports the same way, and, far more often, an outgoing connection. The kernel gives
-every connect() a local port from its ephemeral range (net.ipv4.ip_local_port_range), the same
-range bind(port 0) draws from, and a port used as the local end of a connection cannot be
-listened on. On a machine running the test suite hundreds of connections open every second, so
-free_port() picks outside that range, where connect() never goes. What is left (two pickers
-choosing the same port) the servers handle by starting again on another port
-(devstack.local_server), unless the port was named by the user: that one is never moved.
+seconds to get there), and in between any process of the machine may take it: another one
+picking a free port by asking the kernel (bind to port 0), or an outgoing connection. The
+kernel gives both their port from its ephemeral range (net.ipv4.ip_local_port_range), and a
+port that is the local end of a connection cannot be listened on. It keeps the two apart by
+parity (here bind to port 0 gets odd ports, connect() even ones) until one half runs short.
+free_port() picks outside that range, where neither goes, at random; what is left (two
+callers of free_port() choosing the same port) the servers handle by starting again on
+another port (devstack.local_server), unless the port was named by the user: that one is
+never moved.
 """
 
 from __future__ import annotations
