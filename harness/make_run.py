@@ -23,37 +23,53 @@ class MakeRun:
     def __init__(self, home: Path, profile: str = "embedded", env: dict[str, str] | None = None) -> None:
         self.home = home
         self.profile = profile
-        self.port = free_port_block(2)
-        self.kafka_port = free_port_block(3)
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "launcher.log"
-        self.env = {
-            **os.environ,
-            "FOODSITE_HOME": str(home),
-            "FOODSITE_PROFILE": profile,
-            "PORT": str(self.port),
-            "KAFKA_PORT": str(self.kafka_port),
-            "POSTGRES_PORT": str(free_port_block(1)),
-            "REDIS_PORT": str(free_port_block(1)),
-            **(env or {}),
-        }
+        self.env = {**os.environ, "FOODSITE_HOME": str(home), "FOODSITE_PROFILE": profile, **(env or {})}
         # The launcher starts its own of each, as `make run` does.
         for own in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"):
             self.env.pop(own, None)
+        self.pick_ports()
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180) -> None:
-        """Start it and wait for its "ready" line."""
-        with self.log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "devstack.launcher"],
-                cwd=BASE_DIR,
-                env=self.env,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.wait_for(r"\| ready in ", timeout)
+    def pick_ports(self) -> None:
+        self.port = free_port_block(2)
+        self.kafka_port = free_port_block(3)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env.update(
+            PORT=str(self.port),
+            KAFKA_PORT=str(self.kafka_port),
+            POSTGRES_PORT=str(free_port_block(1)),
+            REDIS_PORT=str(free_port_block(1)),
+        )
+
+    def start(self, timeout: float = 180, attempts: int = 3) -> None:
+        """Start it and wait for its "ready" line. The launcher never moves the ports it is
+        given; those are the test's picks, free when picked: if one was taken by the time the
+        launcher checked or bound it (it says "is taken by another program"), the test picks
+        others and starts it again, as the local servers do with theirs (devstack.local_server)."""
+        for attempt in range(1, attempts + 1):
+            with self.log.open("wb") as sink:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "devstack.launcher"],
+                    cwd=BASE_DIR,
+                    env=self.env,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                self.wait_for(r"\| ready in ", timeout)
+                return
+            except AssertionError:
+                if (
+                    attempt == attempts
+                    or self.process.poll() is None
+                    or "is taken by another program" not in self.output()
+                ):
+                    raise
+                print(f"the launcher found a port taken: {self.launcher_lines()[-2:]}; starting it on others")
+                self.log.rename(self.log.with_name(f"launcher-{attempt}.log"))
+                self.pick_ports()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

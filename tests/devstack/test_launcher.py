@@ -119,10 +119,20 @@ def test_what_still_runs_counts_the_copies():
 def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
     run = MakeRun(tmp_path_factory.mktemp("make-run"))
     try:
-        run.start()
+        # Another program takes the port the test picked before the launcher starts: the
+        # launcher refuses it, the test picks others (test_the_test_picks_other_ports_...).
+        with socket.create_server(("127.0.0.1", run.port)):
+            run.taken_first = run.port
+            run.start()
         yield run
     finally:
         run.close()
+
+
+def test_the_test_picks_other_ports_when_the_launcher_finds_its_pick_taken(make_run):
+    assert make_run.port != make_run.taken_first
+    refused = (make_run.home / "launcher-1.log").read_text()
+    assert f"port {make_run.taken_first} (PORT) is taken by another program" in refused
 
 
 def kill_9(make_run: MakeRun, name: str) -> int:
