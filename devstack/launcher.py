@@ -263,8 +263,8 @@ def main() -> int:
                 kafka.start(lambda line: out.line("kafka", line), **detached)
                 kafka_ready = kafka.wait_ready
                 env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
-                restart = f"python -m devstack.kafka_node --home {kafka.home} --port {kafka.port}"
-                kafka_children = [lambda: Child("kafka", kafka.process, KAFKA, restart=restart)]
+                again = f"python -m devstack.kafka_node --home {kafka.home} --port {kafka.port}"
+                kafka_children = [lambda: Child("kafka", kafka.process, KAFKA, restart=again)]
         if clustered:
             env["KAFKA_REPLICATION_FACTOR"] = "3"
             # Started while the JVMs warm up: both are ready long before Kafka.
@@ -285,8 +285,14 @@ def main() -> int:
             out.line("launcher", f"PostgreSQL at 127.0.0.1:{postgres.port}, database foodsite")
         if redis is not None:
             redis.wait_ready(timeout=30)
-            restart = f"python -m devstack.redis_server --home {redis.home} --port {redis.port}"
-            watcher.watch(Child("redis", redis.process, REDIS, restart=restart))
+            watcher.watch(
+                Child(
+                    "redis",
+                    redis.process,
+                    REDIS,
+                    restart=f"python -m devstack.redis_server --home {redis.home} --port {redis.port}",
+                )
+            )
             env["CELERY_BROKER_URL"] = redis.url
             out.line("launcher", f"Redis at {redis.url}")
         if kafka_ready is not None:
