@@ -216,12 +216,12 @@ def bench(
     baseline: Path | None = None,
 ) -> dict:
     """Run the benchmark; its figures as a dict (printed by main, collected by `make bench`)."""
-    from devstack.kafka_node import LocalKafka, free_port
+    from devstack.kafka_node import LocalKafka
 
     work = tempfile.mkdtemp(prefix="foodsite-bench-")
     broker = None
     if bootstrap is None:
-        broker = LocalKafka(Path(work) / "kafka", port=free_port())
+        broker = LocalKafka(Path(work) / "kafka")
         broker.start()
         broker.wait_ready()
     prefix = f"bench-{uuid.uuid4().hex[:8]}-"

@@ -36,7 +36,6 @@ import django  # noqa: E402
 django.setup()
 
 from devstack.kafka_cluster import LocalCluster  # noqa: E402
-from devstack.kafka_node import free_port  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
 from devstack.redis_server import LocalRedis  # noqa: E402
 from harness.scenarios import kill_the_leader_under_load  # noqa: E402
@@ -75,8 +74,8 @@ def main() -> None:
     cluster = LocalCluster(home / "cluster")
     # Its own temporary directory: the server runs as the `postgres` user, who cannot enter `home`.
     postgres_home = Path(tempfile.mkdtemp(prefix="foodsite-failover-bench-postgres-"))
-    postgres = LocalPostgres(postgres_home, port=free_port(), durable=True)
-    redis = LocalRedis(home / "redis", port=free_port())
+    postgres = LocalPostgres(postgres_home, durable=True)
+    redis = LocalRedis(home / "redis")
     stack = None
     finished = False
     try:

@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="outage-logs-"))
-    broker = LocalKafka(home / "kafka", port=free_port())
+    broker = LocalKafka(home / "kafka")
     broker.start()
     broker.wait_ready(timeout=120)
     port = free_port()

@@ -29,12 +29,12 @@ sys.path.insert(0, str(BASE_DIR))
 
 def bench(events: int, runs: int, debug: bool = False, bootstrap: str | None = None) -> dict:
     """Preload, replay `runs` times; the figures as a dict (printed by main, collected by `make bench`)."""
-    from devstack.kafka_node import LocalKafka, free_port
+    from devstack.kafka_node import LocalKafka
 
     work = tempfile.mkdtemp(prefix="foodsite-replay-")
     broker = None
     if bootstrap is None:
-        broker = LocalKafka(Path(work) / "kafka", port=free_port())
+        broker = LocalKafka(Path(work) / "kafka")
         broker.start()
         broker.wait_ready()
     prefix = f"replay-{uuid.uuid4().hex[:8]}-"

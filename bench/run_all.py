@@ -30,7 +30,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
+from devstack.kafka_node import LocalKafka  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
 
 STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "live-production", "watchers", "web")
@@ -369,12 +369,12 @@ def main() -> int:
         if "{bootstrap}" in needs and args.bootstrap:
             fill["{bootstrap}"] = args.bootstrap
         elif "{bootstrap}" in needs:
-            broker = LocalKafka(scratch / "kafka", port=free_port())
+            broker = LocalKafka(scratch / "kafka")
             broker.start()
             broker.wait_ready()
             fill["{bootstrap}"] = broker.bootstrap_servers
         if "{database_url}" in needs:
-            postgres = LocalPostgres(scratch / "pg", port=free_port())  # durable, as production runs
+            postgres = LocalPostgres(scratch / "pg")  # durable, as production runs
             postgres.start()
             postgres.wait_ready()
             fill["{database_url}"] = postgres.create_database("bench")

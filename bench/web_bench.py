@@ -257,12 +257,11 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="foodsite-webbench-"))
     home.chmod(0o755)  # PostgreSQL's user must get through it, as root
-    broker = LocalKafka(home / "kafka", port=free_port())
+    broker = LocalKafka(home / "kafka")
     postgres = None
     base_env = {
         **os.environ,
         "FOODSITE_HOME": str(home),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
         # Production settings, over plain HTTP on loopback.
@@ -278,11 +277,12 @@ def main() -> None:
     try:
         broker.start()
         if "postgres" in databases:
-            postgres = LocalPostgres(home / "pg", port=free_port(), durable=args.durable)
+            postgres = LocalPostgres(home / "pg", durable=args.durable)
             postgres.start()
             postgres.wait_ready()
             database_urls["postgres"] = postgres.create_database("bench")
         broker.wait_ready()
+        base_env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers  # its port moves if it was taken
         manage(base_env, "collectstatic", "--noinput")
         manage({**base_env, "DATABASE_URL": database_urls[databases[0]]}, "init_kafka")
         for db in databases:

@@ -16,30 +16,22 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import signal
-import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from devstack.kafka_node import BASE_DIR, DEFAULT_LIBS, KafkaExited, LocalKafka, free_port, new_cluster_id
+from devstack.kafka_node import BASE_DIR, DEFAULT_LIBS, KafkaExited, LocalKafka, new_cluster_id
+from devstack.local_server import MOVES, PortClash
+from devstack.ports import free_ports
 
 # Three JVMs share a 2-core machine with PostgreSQL, Redis and a dozen Python processes.
 NODE_HEAP = "384m"
-
-
-def free_ports(count: int, taken: set[int] = frozenset()) -> list[int]:
-    """`count` distinct free ports (the kernel may hand out a just-closed port again)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports and port not in taken:
-            ports.append(port)
-    return ports
 
 
 class LocalCluster:
@@ -52,8 +44,14 @@ class LocalCluster:
         *,
         heap: str = NODE_HEAP,
         nice: int = 0,
+        port_setting: str | None = None,
     ) -> None:
+        """`ports`: the brokers', which stay (`port_setting` names where the first came from,
+        e.g. KAFKA_PORT, the others being the next ones); None picks free ones, moved if taken.
+        The controllers always take free ports, moved if taken (the whole cluster starts again:
+        the quorum names them all)."""
         self.home = Path(home).resolve()
+        self.ports_movable = not ports
         ports = list(ports) if ports else free_ports(size)
         if len(ports) != size:
             raise ValueError(f"{size} nodes need {size} ports, got {ports}")
@@ -78,9 +76,12 @@ class LocalCluster:
                 replication_factor=min(3, size),
                 cluster_id=cluster_id,
                 nice=nice,
+                port_setting=port_setting and (port_setting if index == 0 else f"{port_setting} + {index}"),
+                port_movable=self.ports_movable,
             )
-            for node_id, port in zip(self.node_ids(size), ports, strict=True)
+            for index, (node_id, port) in enumerate(zip(self.node_ids(size), ports, strict=True))
         ]
+        self._output: Callable[[int, str], None] | None = None
         self._popen: dict[str, Any] = {}
 
     @staticmethod
@@ -97,12 +98,12 @@ class LocalCluster:
                 return node
         raise KeyError(f"no node {node_id} (nodes are {[n.node_id for n in self.nodes]})")
 
-    def start(self, **popen: Any) -> None:
+    def start(self, output: Callable[[int, str], None] | None = None, **popen: Any) -> None:
         """Start every node (formatting the fresh ones in parallel); not yet ready: wait_ready.
 
-        `popen` goes to every node's LocalKafka.start (e.g. stdout=subprocess.PIPE), and again
-        to start_node later."""
-        self._popen = popen
+        `output(node_id, line)` takes every node's output if given (else each node's kafka.log);
+        `popen` goes to every node's Popen. Both are used again by start_node later."""
+        self._output, self._popen = output, popen
         # The JVMs that format fresh storage run in parallel; the nodes themselves start from
         # this thread: a child asking for PR_SET_PDEATHSIG (the launcher's) would be killed when
         # the pool thread that started it ends.
@@ -110,22 +111,69 @@ class LocalCluster:
             for formatted in [pool.submit(node.ensure_formatted) for node in self.nodes]:
                 formatted.result()
         for node in self.nodes:
-            node.start(**popen)
+            self.start_node(node.node_id)
 
     def wait_ready(self, timeout: float = 120) -> None:
         """Return once every node answers and every broker is registered (unfenced) in the
-        cluster's metadata, as each node sees it."""
+        cluster's metadata, as each node sees it. A node that could not listen on a port the
+        cluster picked: every node is started again, that port replaced (up to MOVES times)."""
         deadline = time.monotonic() + timeout
-        for node in self.nodes:
-            self.wait_node_ready(node.node_id, max(0.0, deadline - time.monotonic()))
+        moves = 0
+        while True:
+            try:
+                for node in self.nodes:
+                    self.wait_node_ready(node.node_id, max(0.0, deadline - time.monotonic()), self._none_ended)
+                return
+            except PortClash as clash:
+                if moves == MOVES:
+                    raise KafkaExited(f"Kafka node {clash.node_id} found its ports taken {MOVES + 1} times") from None
+                moves += 1
+                self._move(clash)
 
-    def wait_node_ready(self, node_id: int, timeout: float = 60) -> None:
+    def _move(self, clash: PortClash) -> None:
+        """Give the taken ports new ones, kill every node (fresh: nothing to shut down cleanly)
+        and start them all again with the new quorum."""
+        victim = self.node(clash.node_id)
+        voters = {node.node_id: node.controller_port for node in self.nodes}
+        in_use = set(voters.values()) | {node.port for node in self.nodes}
+        moved = []
+        if victim.controller_port in clash.ports:
+            [voters[victim.node_id]] = free_ports(1, taken=in_use)
+            moved.append(f"port {victim.controller_port} was taken: its controller listens on {voters[victim.node_id]}")
+        broker_port = victim.port
+        if victim.port in clash.ports:  # only a port the cluster picked: a given one raised PortTaken
+            [broker_port] = free_ports(1, taken=in_use | set(voters.values()))
+            moved.append(f"port {victim.port} was taken: its broker listens on {broker_port}")
+        victim.say(f"node {victim.node_id}: {'; '.join(moved)}; the cluster starts again")
+        for node in self.nodes:
+            node.kill()
+        victim.port = broker_port
+        for node in self.nodes:
+            node.voters = dict(voters)
+            node.controller_port = voters[node.node_id]
+            # Not ready as a cluster yet: what the cluster picked may still move.
+            node.port_movable = self.ports_movable
+            node.controller_port_movable = True
+        for node in self.nodes:
+            self.start_node(node.node_id)
+
+    def _none_ended(self) -> None:
+        """At the cluster's start: raise why a node has ended (PortClash if a port was taken,
+        see LocalServer.wait_ready). Waiting for one node, another may be the one that failed,
+        and the first, without a quorum, would wait for it until the timeout."""
+        for node in self.nodes:
+            if node.process is not None and node.process.poll() is not None:
+                node.wait_ready(timeout=0)
+
+    def wait_node_ready(
+        self, node_id: int, timeout: float = 60, while_waiting: Callable[[], None] | None = None
+    ) -> None:
         """Return once the node answers and sees every broker of the cluster registered, itself
         included (after a kill -9 the controller refuses its registration until the old
-        session expires: broker.session.timeout.ms, 5 s)."""
+        session expires: broker.session.timeout.ms, 5 s). `while_waiting`: LocalServer.wait_ready's."""
         node = self.node(node_id)
         deadline = time.monotonic() + timeout
-        node.wait_ready(timeout)
+        node.wait_ready(timeout, while_waiting)
         admin = AdminClient(
             {"bootstrap.servers": node.bootstrap_servers, "log_level": 0, "reconnect.backoff.max.ms": 200}
         )
@@ -133,6 +181,8 @@ class LocalCluster:
         while True:
             if node.process is not None and node.process.poll() is not None:
                 raise KafkaExited(f"node {node_id} exited with {node.process.returncode} before it was ready")
+            if while_waiting is not None:
+                while_waiting()
             try:
                 if wanted <= set(admin.list_topics(timeout=1).brokers):
                     return
@@ -158,7 +208,8 @@ class LocalCluster:
         self.node(node_id).stop()
 
     def start_node(self, node_id: int) -> None:
-        self.node(node_id).start(**self._popen)
+        output = self._output
+        self.node(node_id).start(output and (lambda line: output(node_id, line)), **self._popen)
 
     def stop(self) -> None:
         """Stop every node, all at once: one by one, the last nodes would wait for a quorum
@@ -200,9 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     # Until ready, Ctrl-C interrupts the wait (KeyboardInterrupt); then it ends the loop below.
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        cluster.start(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        for node in cluster.nodes:
-            threading.Thread(target=_echo, args=(f"node-{node.node_id}", node.process), daemon=True).start()
+        cluster.start(_echo, start_new_session=True)
         started = time.monotonic()
         cluster.wait_ready()
         print(f"ready in {time.monotonic() - started:.1f} s: {cluster.bootstrap_servers}", flush=True)
@@ -222,10 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop()
 
 
-def _echo(name: str, process: subprocess.Popen) -> None:
-    for raw in process.stdout:
-        sys.stdout.write(f"{name} | {raw.decode(errors='replace')}")
-        sys.stdout.flush()
+def _echo(node_id: int, line: str) -> None:
+    sys.stdout.write(f"node-{node_id} | {line}\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

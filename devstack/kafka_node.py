@@ -14,16 +14,17 @@ import argparse
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from devstack.local_server import LocalServer, PortClash, ServerExited
+from devstack.ports import free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_LIBS = BASE_DIR / ".local" / "kafka" / "libs"
@@ -34,14 +35,12 @@ FETCH_HINT = (
 )
 
 
-class KafkaExited(TimeoutError, RuntimeError):
+class KafkaExited(ServerExited):
     """The broker process ended before it answered (a TimeoutError too: it will never be ready)."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# free_port lives in devstack.ports; the tests and benches import it from here too.
+__all__ = ["KafkaExited", "LocalKafka", "free_port", "new_cluster_id"]
 
 
 def new_cluster_id() -> str:
@@ -53,23 +52,15 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        with path.open("rb") as log:
-            log.seek(max(0, log.seek(0, os.SEEK_END) - 16_384))
-            text = log.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    # Without Java's stack frames the reason ("Failed to acquire lock", "Address already in use")
-    # stays within the tail.
-    return "\n".join([line for line in text if not line.startswith(("\tat ", "\t... "))][-lines:])
+class LocalKafka(LocalServer):
+    label = "Kafka"
+    log_name = "kafka.log"
+    exited = KafkaExited
 
-
-class LocalKafka:
     def __init__(
         self,
         home: Path,
-        port: int = 9092,
+        port: int | None = None,
         controller_port: int | None = None,
         libs: Path = DEFAULT_LIBS,
         java: str = "java",
@@ -80,17 +71,26 @@ class LocalKafka:
         replication_factor: int = 1,
         cluster_id: str | None = None,
         nice: int = 0,
+        port_setting: str | None = None,
+        port_movable: bool | None = None,
     ) -> None:
-        """`voters`: every controller of the quorum, node id -> controller port (default: this
-        node alone). `replication_factor`: of the internal topics and the default for new ones;
+        """`port`: None picks a free one (moved if taken, see devstack.local_server); a given one
+        stays, and `port_setting` names where it came from (KAFKA_PORT) for the error if taken.
+        `port_movable`: a cluster's say on a port it picked for its node. `voters`: every
+        controller of the quorum, node id -> controller port (default: this node alone).
+        `replication_factor`: of the internal topics and the default for new ones;
         min.insync.replicas follows (2 from 2 replicas up). `cluster_id`: shared by every node of
         a cluster; by default one is made and kept in home/cluster.id. `nice`: the JVM's CPU
         priority (tests run brokers below the web processes they measure)."""
-        self.home = Path(home).resolve()
-        self.port = port
+        super().__init__(home, port, port_setting=port_setting)
+        if port_movable is not None:
+            self.port_movable = port_movable
         # Any free port will do, and it may differ between runs on the same home: the quorum is
         # static (controller.quorum.voters), so the controller's address is not in the data.
+        # A cluster's nodes share the quorum, so only the cluster may move their controllers.
+        self.in_cluster = voters is not None
         self.controller_port = controller_port or (voters or {}).get(node_id) or free_port()
+        self.controller_port_movable = not controller_port or self.in_cluster
         self.libs = Path(libs)
         self.java = java
         self.heap = heap
@@ -101,8 +101,7 @@ class LocalKafka:
         self.replication_factor = replication_factor
         self.nice = nice
         self.cluster_id = cluster_id
-        self.process: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
+        self._admin: tuple[str, AdminClient] | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -111,11 +110,6 @@ class LocalKafka:
     @property
     def config_file(self) -> Path:
         return self.home / "server.properties"
-
-    @property
-    def log_file(self) -> Path:
-        """Where start() sends the broker's output when the caller does not take it."""
-        return self.home / "kafka.log"
 
     @property
     def data_dir(self) -> Path:
@@ -211,82 +205,49 @@ class LocalKafka:
         if done.returncode != 0:
             raise RuntimeError(f"formatting {self.data_dir} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
-    def start(self, stdout: Any = None, stderr: Any = None, **popen: Any) -> subprocess.Popen:
-        """Start the broker in the background and return its process (not yet ready: wait_ready).
-
-        Output goes to home/kafka.log unless `stdout` says otherwise; `popen` goes to Popen
-        as is (the launcher passes start_new_session, preexec_fn)."""
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError(f"Kafka is already running (pid {self.process.pid})")
+    def _spawn(self, stdout: Any, popen: dict[str, Any]) -> subprocess.Popen:
         command = self.command("kafka.Kafka", str(self.config_file))  # fails early if the jars are missing
         self.ensure_formatted()
-        if stdout is None:
-            self._log = self.log_file.open("ab")
-            stdout = self._log
-            stderr = subprocess.STDOUT if stderr is None else stderr
-        self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, **popen)
-        return self.process
+        return subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
+    def _answers(self) -> bool:
+        """The broker answers a metadata request."""
         # Without the backoff cap librdkafka waits up to 10 s between connection attempts, which
         # would add seconds after the broker is up. log_level 0: no "Connection refused" spam.
-        admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "reconnect.backoff.max.ms": 200}
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise KafkaExited(f"Kafka exited with {self.process.returncode} before it was ready{self._log_tail()}")
-            try:
-                if admin.list_topics(timeout=1).brokers:
-                    return
-            except KafkaException:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Kafka on {self.bootstrap_servers} did not answer within {timeout:g} s{self._log_tail()}"
-                )
-            time.sleep(0.2)
-
-    def _log_tail(self) -> str:
-        if self._log is None:
-            return " (its output went to the caller)"
-        self._log.flush()
-        return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
-
-    def kill(self) -> None:
-        """SIGKILL: a crash (no controlled shutdown; the next start recovers the logs)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.stop()
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM (a controlled shutdown: logs closed cleanly, no recovery on the next start),
-        then SIGKILL if it has not exited after `timeout` seconds."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> LocalKafka:
-        self.start()
+        if self._admin is None or self._admin[0] != self.bootstrap_servers:
+            config = {"bootstrap.servers": self.bootstrap_servers, "log_level": 0, "reconnect.backoff.max.ms": 200}
+            self._admin = (self.bootstrap_servers, AdminClient(config))
         try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+            return bool(self._admin[1].list_topics(timeout=1).brokers)
+        except KafkaException:
+            return False  # not listening yet
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _ports(self) -> list[int]:
+        return [self.port, self.controller_port]
+
+    def _fixed_ports(self) -> dict[int, str | None]:
+        fixed = super()._fixed_ports()
+        if self.controller_port_movable:
+            return fixed  # in a cluster, the cluster's to move (PortClash): the quorum names it
+        return fixed | {self.controller_port: None}
+
+    def _settle(self) -> None:
+        super()._settle()
+        self.controller_port_movable = False
+
+    def _move(self, taken: set[int]) -> str:
+        if self.in_cluster:
+            raise PortClash(self.node_id, taken)
+        moved = []
+        if self.port in taken:
+            old, self.port = self.port, free_port()
+            moved.append(f"port {old} was taken: the broker listens on {self.port}")
+        if self.controller_port in taken:
+            old = self.controller_port
+            self.controller_port = free_port()
+            self.voters = {self.node_id: self.controller_port}
+            moved.append(f"port {old} was taken: the controller listens on {self.controller_port}")
+        return f"{'; '.join(moved)}; starting again"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,11 @@ and two copies of every Procfile process (web on PORT and PORT+1) but Celery bea
 runs once. Its state lives under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then
 the Kafka nodes, PostgreSQL, Redis.
 
+Every child is watched (devstack.children): when one exits, a line says which and how, and
+what still runs and what that means. Everything stops only when the site can no longer take
+orders (no web process left, PostgreSQL gone) or a setup step failed; nothing is restarted.
+The ports it is told (or their defaults) never move: taken, a clear error names the setting.
+
 Usage: python -m devstack.launcher   (env: PORT=8000, KAFKA_PORT=9092, FOODSITE_HOME=.local,
 FOODSITE_PROFILE=embedded|cluster, and for the cluster POSTGRES_PORT=5432, REDIS_PORT=6379)
 """
@@ -27,10 +32,14 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+from devstack.children import APP, KAFKA, POSTGRES, REDIS, SETUP, Child, Watcher
 from devstack.kafka_cluster import LocalCluster
 from devstack.kafka_node import LocalKafka
+from devstack.local_server import PortTaken
+from devstack.ports import held
 from devstack.postgres_server import LocalPostgres
 from devstack.redis_server import LocalRedis
 
@@ -140,9 +149,10 @@ def _group_alive(process: subprocess.Popen) -> bool:
     return True
 
 
-def wait_http(url: str, timeout: float) -> None:
+def wait_http(url: str, timeout: float, until: threading.Event | None = None) -> None:
+    """Return once `url` answers (or `until` is set); TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
+    while until is None or not until.is_set():
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -150,6 +160,18 @@ def wait_http(url: str, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout:.0f} s") from None
             time.sleep(0.3)
+
+
+class Interrupted(Exception):
+    """Ctrl-C (or SIGTERM) while starting: stop what was started."""
+
+
+def check_ports(ports: list[tuple[str, int, str]]) -> None:
+    """Ports the launcher will not move (named by the user, or their documented defaults):
+    taken now, a clear error before anything starts. (server, port, setting)"""
+    for server, port, setting in ports:
+        if held(port):
+            raise PortTaken(server, port, setting)
 
 
 def main() -> int:
@@ -177,102 +199,155 @@ def main() -> int:
     metrics_dir = Path(env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(state / "metrics")))
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
+
     stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # While starting, Ctrl-C interrupts whatever is waiting (a JVM's start, a migration); once
+    # ready it only ends the wait below. Either way everything started is stopped in order.
+    starting = threading.Event()
+    starting.set()
+    stopped_by: list[str] = []  # the child whose exit stopped everything
+
+    def on_signal(*_: object) -> None:
+        stopping.set()
+        if starting.is_set():
+            starting.clear()
+            raise Interrupted
+
+    def stop_everything(reason: str) -> None:
+        stopped_by.append(reason)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    watcher = Watcher(lambda text: out.line("launcher", text), stop_everything)
+    watcher.start()
 
     # Servers stop in this order after the app processes: Kafka, then PostgreSQL, then Redis.
     servers: list[tuple[str, LocalKafka | LocalCluster | LocalPostgres | LocalRedis]] = []
     processes: dict[str, subprocess.Popen] = {}
     started = time.monotonic()
-    piped = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "start_new_session": True}
+    # Their own session (Ctrl-C reaches the launcher only, which stops them in order), and
+    # dying with the launcher if it is killed outright.
+    detached = {"start_new_session": True, "preexec_fn": _die_with_parent}
     kafka_ready = postgres = redis = None
+    kafka_children: list[Callable[[], Child]] = []
+    web_ports = [int(port) + copy for copy in range(COPIES if clustered else 1)]
     try:
-        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            kafka_port = int(os.environ.get("KAFKA_PORT", "9092"))
+        own_kafka = "KAFKA_BOOTSTRAP_SERVERS" not in os.environ
+        kafka_port = int(os.environ.get("KAFKA_PORT", "9092"))
+        fixed = [("the web", p, "PORT" if i == 0 else f"PORT + {i}") for i, p in enumerate(web_ports)]
+        if own_kafka:
+            nodes = 3 if clustered else 1
+            fixed += [("Kafka", kafka_port + i, "KAFKA_PORT" if i == 0 else f"KAFKA_PORT + {i}") for i in range(nodes)]
+        if clustered and "DATABASE_URL" not in os.environ:
+            fixed.append(("PostgreSQL", int(os.environ.get("POSTGRES_PORT", "5432")), "POSTGRES_PORT"))
+        if clustered and "CELERY_BROKER_URL" not in os.environ:
+            fixed.append(("Redis", int(os.environ.get("REDIS_PORT", "6379")), "REDIS_PORT"))
+        check_ports(fixed)
+
+        if own_kafka:
             if clustered:
-                cluster = LocalCluster(state / "kafka", ports=[kafka_port + i for i in range(3)])
+                cluster = LocalCluster(
+                    state / "kafka", ports=[kafka_port + i for i in range(3)], port_setting="KAFKA_PORT"
+                )
                 servers.append(("kafka", cluster))
-                cluster.start(**piped, preexec_fn=_die_with_parent)
-                for node in cluster.nodes:
-                    out.follow(f"kafka-{node.node_id}", node.process)
+                cluster.start(lambda node_id, line: out.line(f"kafka-{node_id}", line), **detached)
                 kafka_ready = cluster.wait_ready
                 env["KAFKA_BOOTSTRAP_SERVERS"] = cluster.bootstrap_servers
+                kafka_children = [
+                    lambda node=node: Child(f"kafka-{node.node_id}", node.process, KAFKA) for node in cluster.nodes
+                ]
             else:
-                kafka = LocalKafka(home / "kafka" / "data", port=kafka_port)
+                kafka = LocalKafka(home / "kafka" / "data", port=kafka_port, port_setting="KAFKA_PORT")
                 servers.append(("kafka", kafka))
-                out.follow("kafka", kafka.start(**piped, preexec_fn=_die_with_parent))
+                kafka.start(lambda line: out.line("kafka", line), **detached)
                 kafka_ready = kafka.wait_ready
                 env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
+                again = f"python -m devstack.kafka_node --home {kafka.home} --port {kafka.port}"
+                kafka_children = [lambda: Child("kafka", kafka.process, KAFKA, restart=again)]
         if clustered:
             env["KAFKA_REPLICATION_FACTOR"] = "3"
             # Started while the JVMs warm up: both are ready long before Kafka.
             if "DATABASE_URL" not in os.environ:
-                postgres = LocalPostgres(state / "postgres", port=int(os.environ.get("POSTGRES_PORT", "5432")))
+                postgres_port = int(os.environ.get("POSTGRES_PORT", "5432"))
+                postgres = LocalPostgres(state / "postgres", port=postgres_port, port_setting="POSTGRES_PORT")
                 servers.append(("postgres", postgres))
-                out.follow("postgres", postgres.start(**piped, preexec_fn=_die_with_parent))
+                postgres.start(lambda line: out.line("postgres", line), **detached)
             if "CELERY_BROKER_URL" not in os.environ:
-                redis = LocalRedis(state / "redis", port=int(os.environ.get("REDIS_PORT", "6379")))
+                redis_port = int(os.environ.get("REDIS_PORT", "6379"))
+                redis = LocalRedis(state / "redis", port=redis_port, port_setting="REDIS_PORT")
                 servers.append(("redis", redis))
-                out.follow("redis", redis.start(**piped, preexec_fn=_die_with_parent))
+                redis.start(lambda line: out.line("redis", line), **detached)
         if postgres is not None:
             postgres.wait_ready(timeout=60)
+            watcher.watch(Child("postgres", postgres.process, POSTGRES))
             env["DATABASE_URL"] = postgres.create_database("foodsite")
             out.line("launcher", f"PostgreSQL at 127.0.0.1:{postgres.port}, database foodsite")
         if redis is not None:
             redis.wait_ready(timeout=30)
+            watcher.watch(
+                Child(
+                    "redis",
+                    redis.process,
+                    REDIS,
+                    restart=f"python -m devstack.redis_server --home {redis.home} --port {redis.port}",
+                )
+            )
             env["CELERY_BROKER_URL"] = redis.url
             out.line("launcher", f"Redis at {redis.url}")
         if kafka_ready is not None:
             kafka_ready(timeout=120 if clustered else 90)
+            for child in kafka_children:
+                watcher.watch(child())  # the process that got ready (a taken port starts one again)
         out.line("launcher", f"Kafka at {env['KAFKA_BOOTSTRAP_SERVERS']}")
 
         for name, args in SETUP_STEPS:
-            step = spawn([sys.executable, *args], {**env, "FOODSITE_PROCESS": name})
-            out.follow(name, step).join()
-            if step.wait() != 0:
-                out.line("launcher", f"{name} failed (exit {step.returncode}); stopping")
+            if stopping.is_set():
                 return 1
+            processes[name] = spawn([sys.executable, *args], {**env, "FOODSITE_PROCESS": name})
+            output = out.follow(name, processes[name])
+            step = Child(name, processes[name], SETUP)
+            watcher.watch(step)
+            output.join()
+            if watcher.wait(step) != 0:
+                return 1  # the watcher said which step and that everything stops
+            del processes[name]
 
         entries = read_procfile(BASE_DIR / "Procfile")
         if clustered:
-            for name, command, own_env in cluster_processes(entries, int(port)):
-                processes[name] = spawn(command, {**env, **own_env, "FOODSITE_PROCESS": name})
-                out.follow(name, processes[name])
-            web_ports = [int(port) + copy for copy in range(COPIES)]
+            shape = cluster_processes(entries, int(port))
         else:
-            for name, command in entries:
-                processes[name] = spawn(command, {**env, "FOODSITE_PROCESS": name})  # its name in the logs
-                out.follow(name, processes[name])
-            web_ports = [int(port)]
+            shape = [(name, command, {}) for name, command in entries]
+        for name, command, own_env in shape:
+            if stopping.is_set():
+                break
+            processes[name] = spawn(command, {**env, **own_env, "FOODSITE_PROCESS": name})  # its name in the logs
+            out.follow(name, processes[name])
+            service = name.rpartition("-")[0] if clustered and name.rpartition("-")[2].isdigit() else name
+            watcher.watch(Child(name, processes[name], APP, service=service))
         for web_port in web_ports:
-            wait_http(f"http://127.0.0.1:{web_port}/healthz", timeout=60)
-        shape = " (cluster: 3 Kafka nodes, PostgreSQL, Redis, 2 copies of each process)" if clustered else ""
+            wait_http(f"http://127.0.0.1:{web_port}/healthz", timeout=60, until=stopping)
+        if stopping.is_set():
+            return 1 if stopped_by else 0
+        starting.clear()
+        shape_note = " (cluster: 3 Kafka nodes, PostgreSQL, Redis, 2 copies of each process)" if clustered else ""
         also = "".join(f" (also http://127.0.0.1:{p}/)" for p in web_ports[1:])
         out.line(
             "launcher",
-            f"ready in {time.monotonic() - started:.1f} s{shape}: menu http://127.0.0.1:{port}/{also} · "
+            f"ready in {time.monotonic() - started:.1f} s{shape_note}: menu http://127.0.0.1:{port}/{also} · "
             f"courier http://127.0.0.1:{port}/courier/ · stats http://127.0.0.1:{port}/stats/ · Ctrl-C stops all",
         )
-
-        running = dict(processes)
-        while not stopping.wait(0.5):
-            for name, process in list(running.items()):
-                if process.poll() is None:
-                    continue
-                del running[name]
-                # The cluster profile runs two copies so that one may die: the other carries on.
-                service = name.rpartition("-")[0] if clustered else name
-                if clustered and any(other.rpartition("-")[0] == service for other in running):
-                    out.line("launcher", f"{name} exited with {process.returncode}; its other copy carries on")
-                    continue
-                out.line("launcher", f"{name} exited with {process.returncode}; stopping everything")
-                return 1
+        # The watcher reports every exit and says when one stops everything (devstack.children).
+        stopping.wait()
+        return 1 if stopped_by else 0
+    except Interrupted:
         return 0
-    except (TimeoutError, RuntimeError, FileNotFoundError, PermissionError) as exc:
+    except (TimeoutError, RuntimeError, FileNotFoundError, PermissionError, ValueError) as exc:
         out.line("launcher", f"error: {exc}")
         return 1
     finally:
+        starting.clear()  # a second Ctrl-C from here on only asks again
+        watcher.quiet()
         out.line("launcher", "stopping")
         stop_started = time.monotonic()
         for process in processes.values():

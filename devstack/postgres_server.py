@@ -23,13 +23,14 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
 from psycopg import errors, sql
+
+from devstack.local_server import LocalServer, ServerExited
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -41,7 +42,7 @@ SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path on Linux, less the final NUL
 INSTALL_HINT = "install Debian's postgresql package (`make system-deps` does: apt-get install postgresql)"
 
 
-class PostgresExited(TimeoutError, RuntimeError):
+class PostgresExited(ServerExited):
     """The server ended before it answered (a TimeoutError too: it will never be ready)."""
 
 
@@ -55,13 +56,6 @@ def find_bin_dir(pattern: str = PACKAGE_BIN_GLOB) -> Path:
     if not candidates:
         raise FileNotFoundError(f"no PostgreSQL server in {pattern}: {INSTALL_HINT}")
     return max(candidates, key=version)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def _unreachable_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
@@ -80,26 +74,27 @@ def _unreachable_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
     return None
 
 
-class LocalPostgres:
-    def __init__(self, home: Path, port: int = 5432, *, durable: bool = True) -> None:
-        self.home = Path(home).resolve()
-        self.port = port
+class LocalPostgres(LocalServer):
+    label = "PostgreSQL"
+    log_name = "postgres.log"
+    exited = PostgresExited
+    stop_signal = 2  # SIGINT: the fast shutdown (sessions ended, open transactions rolled back, a checkpoint)
+
+    def __init__(
+        self, home: Path, port: int | None = None, *, durable: bool = True, port_setting: str | None = None
+    ) -> None:
+        """`port`: None picks a free one (moved if taken, see devstack.local_server); a given one
+        stays, and `port_setting` names where it came from (POSTGRES_PORT) for the error if taken."""
+        super().__init__(home, port, port_setting=port_setting)
         # durable=False is for tests: a crash of the machine may lose the cluster, which a
         # test's throwaway cluster does not mind, and commits stop waiting for the disk.
         self.durable = durable
         self.password = os.environ.get("POSTGRES_PASSWORD", DEFAULT_PASSWORD)
         self.bin_dir: Path | None = None  # found on first use, so that building one never fails
-        self.process: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
 
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """Where start() sends the server's output when the caller does not take it."""
-        return self.home / "postgres.log"
 
     @property
     def socket_dir(self) -> Path:
@@ -183,55 +178,27 @@ class LocalPostgres:
             raise RuntimeError(f"initdb into {scratch} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
         scratch.rename(self.data_dir)
 
-    def start(self, stdout: Any = None, stderr: Any = None, **popen: Any) -> subprocess.Popen:
-        """initdb once into home, then start the server in the background and return its
-        process (not yet ready: wait_ready). Output goes to home/postgres.log unless `stdout`
-        says otherwise; `popen` goes to Popen as is (the launcher passes start_new_session)."""
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError(f"PostgreSQL is already running (pid {self.process.pid})")
+    def _spawn(self, stdout: Any, popen: dict[str, Any]) -> subprocess.Popen:
+        """initdb once into home, then the server."""
         self.ensure_initialized()
-        if stdout is None:
-            self._log = self.log_file.open("ab")
-            stdout = self._log
-            stderr = subprocess.STDOUT if stderr is None else stderr
-        self.process = subprocess.Popen(
-            self.server_command(), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, cwd=self.home,
+        return subprocess.Popen(
+            self.server_command(), stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.home,
             **self._run_as(), **popen,
         )  # fmt: skip
-        return self.process
 
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection:
         """An administrative connection through the unix socket (no password needed there)."""
         return psycopg.connect(host=str(self.socket_dir), port=self.port, user=ROLE, dbname=dbname, **kwargs)
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Return once the server accepts connections; raise TimeoutError otherwise.
-
-        Then the role's password is set to this process's POSTGRES_PASSWORD, so the URLs we hand
-        out work even if the password changed since initdb."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process is not None and self.process.poll() is not None:
-                raise PostgresExited(
-                    f"PostgreSQL exited with {self.process.returncode} before it was ready{self._log_tail()}"
-                )
-            try:
-                with self.connect(connect_timeout=2, autocommit=True) as conn:
-                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(ROLE), self.password))
-                return
-            except psycopg.OperationalError:
-                pass  # not listening yet, or still starting up / recovering
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"PostgreSQL on port {self.port} did not answer within {timeout:g} s{self._log_tail()}"
-                )
-            time.sleep(0.1)
-
-    def _log_tail(self) -> str:
-        if self._log is None:
-            return " (its output went to the caller)"
-        self._log.flush()
-        return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
+    def _answers(self) -> bool:
+        """It accepts a connection. Then the role's password is set to this process's
+        POSTGRES_PASSWORD, so the URLs we hand out work even if the password changed since initdb."""
+        try:
+            with self.connect(connect_timeout=2, autocommit=True) as conn:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(ROLE), self.password))
+        except psycopg.OperationalError:
+            return False  # not listening yet, or still starting up / recovering
+        return True
 
     def create_database(self, name: str) -> str:
         """CREATE DATABASE `name` unless it exists; its DATABASE_URL."""
@@ -242,32 +209,6 @@ class LocalPostgres:
                 with contextlib.suppress(errors.DuplicateDatabase):
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
-
-    def stop(self, timeout: float = 20) -> None:
-        """Fast shutdown (SIGINT: sessions are ended, open transactions rolled back, a clean
-        checkpoint), then SIGKILL if it has not exited after `timeout` seconds."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(2)  # SIGINT
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> LocalPostgres:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

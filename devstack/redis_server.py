@@ -18,40 +18,32 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+from devstack.local_server import LocalServer, ServerExited
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "install Debian's redis-server package (`make system-deps` does: apt-get install redis-server)"
 
 
-class RedisExited(TimeoutError, RuntimeError):
+class RedisExited(ServerExited):
     """The server ended before it answered (a TimeoutError too: it will never be ready)."""
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+class LocalRedis(LocalServer):
+    label = "Redis"
+    log_name = "redis.log"
+    exited = RedisExited
 
-
-class LocalRedis:
-    def __init__(self, home: Path, port: int = 6379) -> None:
-        self.home = Path(home).resolve()
-        self.port = port
-        self.process: subprocess.Popen | None = None
-        self._log: IO[bytes] | None = None
+    def __init__(self, home: Path, port: int | None = None, *, port_setting: str | None = None) -> None:
+        """`port`: None picks a free one (moved if taken, see devstack.local_server); a given one
+        stays, and `port_setting` names where it came from (REDIS_PORT) for the error if taken."""
+        super().__init__(home, port, port_setting=port_setting)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def log_file(self) -> Path:
-        """Where start() sends the server's output when the caller does not take it."""
-        return self.home / "redis.log"
 
     def command(self) -> list[str]:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -68,20 +60,10 @@ class LocalRedis:
             "--logfile", "",  # stdout: our log file
         ]  # fmt: skip
 
-    def start(self, stdout: Any = None, stderr: Any = None, **popen: Any) -> subprocess.Popen:
-        """Start the server in the background and return its process (not yet ready: wait_ready).
-
-        Output goes to home/redis.log unless `stdout` says otherwise; `popen` goes to Popen as is."""
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError(f"Redis is already running (pid {self.process.pid})")
+    def _spawn(self, stdout: Any, popen: dict[str, Any]) -> subprocess.Popen:
         command = self.command()
         self.home.mkdir(parents=True, exist_ok=True)
-        if stdout is None:
-            self._log = self.log_file.open("ab")
-            stdout = self._log
-            stderr = subprocess.STDOUT if stderr is None else stderr
-        self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, **popen)
-        return self.process
+        return subprocess.Popen(command, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **popen)
 
     def ping(self, timeout: float = 1) -> bool:
         """True if the server answers PING (raw protocol: no client library needed)."""
@@ -92,46 +74,8 @@ class LocalRedis:
         except OSError:
             return False
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Return once the server answers PING; raise TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        while not self.ping():
-            if self.process is not None and self.process.poll() is not None:
-                raise RedisExited(f"Redis exited with {self.process.returncode} before it was ready{self._log_tail()}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Redis on {self.url} did not answer within {timeout:g} s{self._log_tail()}")
-            time.sleep(0.05)
-
-    def _log_tail(self) -> str:
-        if self._log is None:
-            return " (its output went to the caller)"
-        self._log.flush()
-        return f"; the end of {self.log_file}:\n{_tail(self.log_file)}"
-
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM (nothing to save: it exits at once), then SIGKILL after `timeout` seconds."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> LocalRedis:
-        self.start()
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _answers(self) -> bool:
+        return self.ping()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,7 +77,26 @@ class Services:
             args = ("--batch-size", "200")
         return self.spawn(command, [sys.executable, "manage.py", command, *args])
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def spawn_web(self, port: int | None = None) -> tuple[subprocess.Popen, str]:
+        """A daphne web process and its URL (not yet answering: wait_http). On a port bound
+        here (port 0: the kernel's pick) and handed to daphne as the listening socket itself
+        (--fd), so that nothing can take the port between choosing and listening; `port`: on
+        that one instead (a web process started again where its pages are)."""
+        if port is not None:
+            argv = [self.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
+            return self.spawn("web", argv), f"http://127.0.0.1:{port}"
+        with socket.socket() as listener:
+            # As daphne sets on a socket of its own: the connections it accepts inherit it, and
+            # without it those it left behind when killed keep a restart off the port for a minute.
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(socket.SOMAXCONN)
+            argv = [self.python, "-m", "daphne", "--fd", str(listener.fileno()), "foodsite.asgi:application"]
+            process = self.spawn("web", argv, pass_fds=(listener.fileno(),))
+            return process, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        """`pass_fds`: open files the process inherits (a listening socket)."""
         path = self.logs / f"{name}-{len(self.running)}.log"
         with path.open("wb") as log:
             process = subprocess.Popen(
@@ -87,6 +107,7 @@ class Services:
                 stderr=subprocess.STDOUT,
                 # Its own process group: close() takes its children too (Celery's pool).
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         self.running.append(process)
         self.log_files[process.pid] = path

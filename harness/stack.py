@@ -33,7 +33,6 @@ from urllib.parse import urlparse
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from devstack.kafka_node import free_port
 from devstack.launcher import wait_http
 from eventing.projection import decode_message
 from harness.kafka_support import watermarks
@@ -218,24 +217,25 @@ class Stack(Services):
         for step in (("collectstatic", "--noinput"), ("init_kafka",), ("seed_demo",)):
             self.manage(*step)
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.Popen:
         """`env`: settings of this process only (e.g. the worker's email backend)."""
         shared = self.env
         self.env = {**shared, **(env or {})}
         try:
-            process = super().spawn(name, argv)
+            process = super().spawn(name, argv, pass_fds)
         finally:
             self.env = shared
         self.argv[process.pid] = (name, argv, env)
         return process
 
     def start_web(self, copies: int = 2) -> list[str]:
-        """Daphne processes on free ports, as many as a load balancer would spread over."""
+        """Daphne processes, each on a port of its own, as many as a load balancer would spread over."""
         for _ in range(copies):
-            port = free_port()
-            argv = [self.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-            self.web.append(self.spawn("web", argv))
-            self.urls.append(f"http://127.0.0.1:{port}")
+            process, url = self.spawn_web()
+            self.web.append(process)
+            self.urls.append(url)
         for url in self.urls:
             wait_http(f"{url}/healthz", timeout=60)
         return self.urls

@@ -23,7 +23,7 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from devstack.kafka_cluster import LocalCluster
-from devstack.kafka_node import LocalKafka, free_port
+from devstack.kafka_node import LocalKafka
 from devstack.postgres_server import LocalPostgres
 from devstack.redis_server import LocalRedis
 from eventing.producer import reset_publisher
@@ -125,7 +125,7 @@ def postgres_server() -> Iterator[LocalPostgres]:
     # Not under pytest's tmp root: that is 0700, and as root the server runs as the `postgres`
     # user, who could not enter it.
     home = Path(tempfile.mkdtemp(prefix="foodsite-test-postgres-"))
-    server = LocalPostgres(home, port=free_port(), durable=False)
+    server = LocalPostgres(home, durable=False)
     try:
         server.start()
         server.wait_ready(timeout=120)
@@ -138,7 +138,7 @@ def postgres_server() -> Iterator[LocalPostgres]:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
     """One Redis server for the session, on a free port."""
-    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    server = LocalRedis(tmp_path_factory.mktemp("redis"))
     try:
         server.start()
         server.wait_ready(timeout=60)
@@ -151,7 +151,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedi
 def kafka_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """The session's own broker, started when first asked: the one `kafka` uses, unless
     TEST_KAFKA_BOOTSTRAP_SERVERS names another."""
-    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"))
     broker.start()
     try:
         broker.wait_ready(timeout=120)

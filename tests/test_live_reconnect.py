@@ -7,7 +7,6 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from devstack.kafka_node import free_port
 from devstack.launcher import wait_http
 from harness.browser import launch_chromium
 from harness.http_client import order_and_pay
@@ -21,10 +20,7 @@ def test_a_dropped_socket_says_so_and_reconnects_by_itself(kafka, tmp_path):
     try:
         services.manage("seed_demo")
         services.start("consume_deliveries")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        daphne = [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-        web = services.spawn("web", daphne)
+        web, url = services.spawn_web()
         wait_http(f"{url}/healthz", timeout=60)
 
         with sync_playwright() as playwright:
@@ -46,7 +42,7 @@ def test_a_dropped_socket_says_so_and_reconnects_by_itself(kafka, tmp_path):
             expect(banner).to_contain_text("Live updates paused")
             expect(banner.get_by_role("link", name="Reload")).to_be_visible()
 
-            services.spawn("web", daphne)  # back on the same address
+            services.spawn_web(port=int(url.rsplit(":", 1)[1]))  # back on the same address
             wait_http(f"{url}/healthz", timeout=60)
             expect(courier.locator("body")).to_have_attribute("data-live", "open", timeout=20_000)
             expect(banner).to_be_hidden()

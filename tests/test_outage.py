@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 import requests
 
-from devstack.kafka_node import LocalKafka, free_port
+from devstack.kafka_node import LocalKafka
 from devstack.launcher import wait_http
 from eventing.producer import reset_publisher
 from eventing.projection import decode_message
@@ -33,7 +33,7 @@ def wait_for(check, timeout: float, what: str) -> None:
 
 
 def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, settings, process_database_url):
-    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    broker = LocalKafka(tmp_path / "kafka")
     broker.start()
     broker.wait_ready()
     settings.KAFKA_BOOTSTRAP_SERVERS = broker.bootstrap_servers
@@ -42,10 +42,7 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
     services = Services(tmp_path / "home", broker.bootstrap_servers, process_database_url)
     try:
         services.manage("seed_demo")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        daphne = [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-        web = services.spawn("web", daphne)
+        web, url = services.spawn_web()
         for command in ("consume_deliveries", "consume_stats"):
             services.start(command)
         services.env["OUTBOX_RELAY_EVERY_S"] = "1"
@@ -78,7 +75,7 @@ def test_orders_placed_while_kafka_is_down_all_arrive_exactly_once(tmp_path, set
         broker.start()
         broker.wait_ready()
         back = time.monotonic()
-        services.spawn("web", daphne)
+        services.spawn_web(port=int(url.rsplit(":", 1)[1]))  # where the customers' pages are
 
         bed = KafkaTestBed(broker.bootstrap_servers)
         wait_for(lambda: len(bed.read_topic("payments")) >= ORDERS, 60, "events never reached Kafka")

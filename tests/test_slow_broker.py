@@ -42,11 +42,7 @@ def test_customers_never_wait_for_a_broker_that_does_not_answer(broker, request,
     services = Services(tmp_path / "home", bootstrap)
     try:
         services.manage("seed_demo")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        services.spawn(
-            "web", [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-        )
+        _, url = services.spawn_web()
         wait_http(f"{url}/healthz", timeout=60)
         customer = requests.Session()
         durations: list[float] = []

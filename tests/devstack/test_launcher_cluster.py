@@ -1,7 +1,22 @@
 """The cluster profile's process list, from the real Procfile: two copies of everything, each
-web copy on its own port, Celery beat exactly once."""
+web copy on its own port, Celery beat exactly once. Then the profile itself: a Kafka node and
+beat killed -9 are reported, reaped, and the rest runs on; Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
 
 from devstack.launcher import BASE_DIR, cluster_processes, read_procfile
+from harness.http_client import order_and_pay
+from harness.make_run import MakeRun, state_of
 
 
 def beats(command: str) -> bool:
@@ -32,3 +47,63 @@ def test_a_worker_that_runs_beat_keeps_it_in_its_first_copy_only():
     commands = {name: command.split() for name, command, _ in cluster_processes(entries, port=18000)}
     assert "--beat" in commands["worker-1"]
     assert "--beat" not in commands["worker-2"]
+
+
+# -- `FOODSITE_PROFILE=cluster make run`, for real: 3 JVMs, PostgreSQL, Redis, 15 processes -----
+
+
+@pytest.fixture(scope="module")
+def cluster_run() -> Iterator[MakeRun]:
+    # Not under pytest's tmp root (0700): as root, PostgreSQL runs as `postgres`, who must enter it.
+    home = Path(tempfile.mkdtemp(prefix="foodsite-test-cluster-run-"))
+    home.chmod(0o755)
+    run = MakeRun(home, profile="cluster")
+    try:
+        run.start(timeout=300)
+        yield run
+    finally:
+        run.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.system
+@pytest.mark.alone
+def test_a_kafka_node_killed_is_reported_at_once_reaped_and_the_site_runs_on(cluster_run):
+    before = cluster_run.children()
+    assert {"kafka-1", "kafka-2", "kafka-3", "postgres", "redis", "web-1", "web-2", "beat"} <= set(before)
+    pid = before["kafka-2"]
+    os.kill(pid, signal.SIGKILL)
+    cluster_run.wait_for(r"launcher\s+\| kafka-2 was killed by SIGKILL$", timeout=10)
+    said = cluster_run.wait_for(r"launcher\s+\| (Kafka runs on with .*)$", timeout=5).group(1)
+    assert said.startswith("Kafka runs on with 2 of 3 nodes (kafka-1, kafka-3): the partitions kafka-2 led get new")
+    assert "Still running: kafka-1, kafka-3, postgres, redis, web ×2, " in said
+    assert state_of(pid) is None  # reaped, not a zombie until Ctrl-C
+    for web in (cluster_run.url, f"http://127.0.0.1:{cluster_run.port + 1}"):
+        order_and_pay(requests.Session(), web)
+    assert cluster_run.children() == {name: pid for name, pid in before.items() if name != "kafka-2"}
+
+
+@pytest.mark.system
+@pytest.mark.alone
+def test_beat_killed_is_reported_and_the_rest_runs_on(cluster_run):
+    before = cluster_run.children()
+    pid = before["beat"]
+    os.kill(pid, signal.SIGKILL)
+    cluster_run.wait_for(r"launcher\s+\| beat was killed by SIGKILL$", timeout=10)
+    cluster_run.wait_for(r"launcher\s+\| beat is gone: nothing schedules the outbox relay", timeout=5)
+    assert state_of(pid) is None
+    order_and_pay(requests.Session(), cluster_run.url)
+    assert cluster_run.children() == {name: pid for name, pid in before.items() if name != "beat"}
+    assert "stopping everything" not in cluster_run.output()
+
+
+@pytest.mark.system
+@pytest.mark.alone
+def test_ctrl_c_then_stops_the_rest_of_the_cluster_cleanly(cluster_run):
+    left = cluster_run.children()
+    assert cluster_run.interrupt(timeout=120) == 0, cluster_run.output()[-3000:]
+    stop = cluster_run.output().split("| stopping", 1)[1]
+    assert "killing it" not in stop, stop[-3000:]
+    assert "stopped in" in stop.rstrip().rsplit("\n", 1)[-1], stop[-3000:]
+    assert all(state_of(pid) is None for pid in left.values())
+    print("\n".join(cluster_run.launcher_lines()))  # what the operator read, for the record (pytest -s)

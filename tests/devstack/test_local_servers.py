@@ -11,7 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack.kafka_node import free_port
+from devstack.local_server import PortTaken
+from devstack.ports import free_port
 from devstack.postgres_server import LocalPostgres, PostgresExited
 from devstack.redis_server import LocalRedis
 
@@ -39,7 +40,7 @@ def test_postgres_server_takes_connections_with_its_password_only(postgres_serve
 
 
 def test_postgres_keeps_its_data_across_a_restart(pg_home: Path) -> None:
-    server = LocalPostgres(pg_home, port=free_port())
+    server = LocalPostgres(pg_home)
     with server:
         with psycopg.connect(server.create_database("kept")) as conn:
             conn.execute("CREATE TABLE orders (id int)")
@@ -54,14 +55,27 @@ def test_postgres_keeps_its_data_across_a_restart(pg_home: Path) -> None:
 
 
 def test_postgres_says_why_it_did_not_start(postgres_server: LocalPostgres, pg_home: Path) -> None:
-    # The session server's port is taken: this one must fail fast with the log's reason.
-    clash = LocalPostgres(pg_home, port=postgres_server.port, durable=False)
+    # The session server's port, named: this one must fail fast, naming it.
+    clash = LocalPostgres(pg_home, port=postgres_server.port, durable=False, port_setting="POSTGRES_PORT")
     clash.start()
     try:
-        with pytest.raises(PostgresExited, match=r"could not (bind|create)"):
+        with pytest.raises(PortTaken, match=rf"port {postgres_server.port} \(POSTGRES_PORT\) is taken"):
             clash.wait_ready(timeout=60)
     finally:
         clash.stop()
+    assert "Address already in use" in clash.log_file.read_text()  # its own reason, in its log
+
+
+def test_postgres_that_cannot_start_says_why(pg_home: Path) -> None:
+    server = LocalPostgres(pg_home, durable=False)
+    server.ensure_initialized()
+    (server.data_dir / "postgresql.conf").write_text("shared_buffers = 'plenty'\n")
+    server.start()
+    try:
+        with pytest.raises(PostgresExited, match=r"invalid value for parameter \"shared_buffers\""):
+            server.wait_ready(timeout=60)
+    finally:
+        server.stop()
 
 
 @pytest.mark.db_write

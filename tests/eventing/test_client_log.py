@@ -10,7 +10,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer
 
-from devstack.kafka_node import LocalKafka, free_port
+from devstack.kafka_node import LocalKafka
 from eventing.client_log import KafkaClientLog, client_log_config
 
 FAIL = "[thrd:127.0.0.1:9092/1]: 127.0.0.1:9092/1: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"
@@ -71,7 +71,7 @@ def test_a_bootstrap_connections_late_failure_after_the_broker_is_back_is_not_a_
 
 def test_a_real_broker_outage_is_one_warning_and_one_info(tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="librdkafka")
-    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    broker = LocalKafka(tmp_path / "kafka")
     broker.start()
     consumer = None
     try:

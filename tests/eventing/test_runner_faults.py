@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.kafka_node import LocalKafka, free_port
+from devstack.kafka_node import LocalKafka
 from eventing.topics import admin_client, declared_topics, ensure_topics, group_name
 from harness.kafka_support import KafkaTestBed
 from harness.processes import Services
@@ -109,7 +109,7 @@ def test_a_member_added_and_one_removed_mid_stream_with_poison_in_it(kafka, serv
 
 
 def test_consumers_ride_out_a_broker_restart(tmp_path, settings, process_database_url):
-    broker = LocalKafka(tmp_path / "kafka", port=free_port())
+    broker = LocalKafka(tmp_path / "kafka")
     broker.start()
     broker.wait_ready()
     try:
