@@ -8,7 +8,6 @@ import time
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from devstack.kafka_node import free_port
 from devstack.launcher import wait_http
 from harness.browser import launch_chromium
 from harness.processes import Services
@@ -25,11 +24,7 @@ def test_a_broker_killed_and_back_shows_on_an_open_staff_page_with_no_event_flow
     down = None  # the node to bring back if the test stops half-way
     try:
         services.manage("seed_demo")
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        services.spawn(
-            "web", [services.python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "foodsite.asgi:application"]
-        )
+        _, url = services.spawn_web()
         wait_http(f"{url}/healthz", timeout=60)
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
