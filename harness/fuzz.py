@@ -62,9 +62,10 @@ def mostly(usual: st.SearchStrategy, other: st.SearchStrategy, odds: int = 3) ->
     return st.one_of([usual] * odds + [other])
 
 
-def digit_strings() -> st.SearchStrategy[str]:
+def digit_strings(min_size: int = 1, max_size: int = 20) -> st.SearchStrategy[str]:
     """Strings of ASCII and Unicode digits mixed, as a hand-made client could send for a number."""
-    return st.lists(st.sampled_from([*"0123456789", *UNICODE_DIGITS]), min_size=1, max_size=20).map("".join)
+    digits = st.sampled_from([*"0123456789", *UNICODE_DIGITS])
+    return st.lists(digits, min_size=min_size, max_size=max_size).map("".join)
 
 
 def huge_strings() -> st.SearchStrategy[str]:

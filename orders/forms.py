@@ -108,6 +108,12 @@ class OrderForm(forms.Form):
         return cleaned
 
 
+# ASCII digits, as printed on a card (int() refuses "²", which isdigit() takes).
+CARD_NUMBER = re.compile(r"[0-9]{12,19}")
+EXPIRY = re.compile(r"(?P<month>[0-9]{1,2})/(?P<year>[0-9]{2})")
+CVC = re.compile(r"[0-9]{3,4}")
+
+
 def luhn_valid(number: str) -> bool:
     total = 0
     for i, digit in enumerate(reversed(number)):
@@ -128,25 +134,23 @@ class PaymentForm(forms.Form):
 
     def clean_number(self) -> str:
         number = self.cleaned_data["number"].replace(" ", "").replace("-", "")
-        if not number.isdigit() or not 12 <= len(number) <= 19 or not luhn_valid(number):
+        if not CARD_NUMBER.fullmatch(number) or not luhn_valid(number):
             raise forms.ValidationError("This is not a valid card number.")
         return number
 
     def clean_expiry(self) -> str:
         value = self.cleaned_data["expiry"]
-        try:
-            month, year = (int(part) for part in value.split("/"))
-        except ValueError as exc:
-            raise forms.ValidationError("Use the MM/YY format.") from exc
-        if not 1 <= month <= 12:
+        month_year = EXPIRY.fullmatch(value)
+        if not month_year or not 1 <= int(month_year["month"]) <= 12:
             raise forms.ValidationError("Use the MM/YY format.")
+        month, year = int(month_year["month"]), int(month_year["year"])
         today = date.today()
         if (2000 + year, month) < (today.year, today.month):
             raise forms.ValidationError("This card has expired.")
         return value
 
     def clean_cvc(self) -> str:
-        if not self.cleaned_data["cvc"].isdigit():
+        if not CVC.fullmatch(self.cleaned_data["cvc"]):
             raise forms.ValidationError("The CVC is 3 or 4 digits.")
         return self.cleaned_data["cvc"]
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from notifications import selectors as notification_selectors
 from orders import selectors, services
@@ -63,6 +63,7 @@ def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
     }
 
 
+@require_safe  # a page to read: another method (a POST was a 200) is a 405 saying which ones it takes
 def order_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     order = _customer_order(request, order_id)
     if not isinstance(order, Order):
