@@ -21,7 +21,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.utils.html import escape
 from hypothesis import strategies as st
 
-from harness.factories import CourierFactory, StaffFactory
+from harness.factories import CourierFactory, StaffFactory, UserFactory
 
 # Digits to str.isdigit() (and so to a check written with it). int() refuses the first group
 # (superscripts, circled, ...: "digits" but not decimal) and reads the second as numbers of
@@ -316,8 +316,9 @@ def form_errors_shown(response: HttpResponse, form_name: str = "form") -> dict[s
 
 
 # Who sends a request. Customers have no account: a "customer" is a browser holding the
-# orders cookie of its own orders; "anonymous" holds none.
+# orders cookie of its own orders; "anonymous" holds none; "user" is logged in, with no role.
 WHO = ("anonymous", "customer", "courier", "staff")
+ACCOUNTS = ("anonymous", "user", "courier", "staff")
 
 
 class Visitors:
@@ -339,6 +340,8 @@ class Visitors:
                 client.force_login(CourierFactory(username="bruno"))
             elif who == "staff":
                 client.force_login(StaffFactory())
+            elif who == "user":
+                client.force_login(UserFactory(username="someone"))
             elif who == "customer" and self._customer is not None:
                 self._customer(client)
             self._clients[key] = client
