@@ -300,6 +300,16 @@ def refused_with_a_reason(response: HttpResponse) -> None:
     assert text_of(response).strip(), f"a {response.status_code} without a reason"
 
 
+def sent_to_log_in(response: HttpResponse) -> None:
+    """A login page's redirect; or, for an address too long to come back to after logging in
+    (Django will not redirect past 2048 characters: DisallowedRedirect), a 400 that says why."""
+    if response.status_code == 400:
+        refused_with_a_reason(response)
+        return
+    assert response.status_code == 302, response.status_code
+    assert response["Location"].startswith("/accounts/login/"), response["Location"]
+
+
 def form_errors_shown(response: HttpResponse, form_name: str = "form") -> dict[str, list[str]]:
     """The bound form's errors, each of which the page shows: a field's beside the field (its
     error list's id names it), the others as the form's own. Returns them."""
