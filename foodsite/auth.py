@@ -13,9 +13,15 @@ from __future__ import annotations
 import ipaddress
 
 from axes.backends import AxesStandaloneBackend
+from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
+
+# What axes keeps of a request with each attempt, from its headers and path: text that
+# PostgreSQL refuses to store when it holds a NUL (DataError, a 500 for that login).
+_KEPT_FROM_THE_REQUEST = ("axes_user_agent", "axes_http_accept", "axes_path_info")
 
 
 class LoginThrottle(AxesStandaloneBackend):
@@ -29,7 +35,21 @@ class LoginThrottle(AxesStandaloneBackend):
         # login(). The login pages always pass theirs.
         if request is None:
             return None
+        AxesProxyHandler.update_request(request)  # once per request: the attempt's fields
+        for name in _KEPT_FROM_THE_REQUEST:
+            setattr(request, name, getattr(request, name).replace("\x00", "\ufffd"))
         return super().authenticate(request, username, password, **kwargs)
+
+
+def attempted_username(request: HttpRequest, credentials: dict | None = None) -> str | None:
+    """The username an attempt counts against (settings.AXES_USERNAME_CALLABLE): as the login
+    form cleaned it, cut to the longest a username can be. Django's login form checks no
+    length, and axes' column (255 on PostgreSQL) refused a longer one: a 500 for that login."""
+    field = get_user_model().USERNAME_FIELD
+    username = credentials.get(field) if credentials else request.POST.get(field)
+    if username is None:
+        return None
+    return username[: get_user_model()._meta.get_field(field).max_length].replace("\x00", "\ufffd")
 
 
 def client_address(request: HttpRequest) -> str | None:

@@ -145,6 +145,7 @@ AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "foodsite.auth.client_address"
+AXES_USERNAME_CALLABLE = "foodsite.auth.attempted_username"
 AXES_LOCKOUT_CALLABLE = "foodsite.views.login_locked_out"
 # How many reverse proxies stand in front of the web processes, each adding the address it got
 # the request from to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for). 0: clients connect

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from django.contrib.auth.models import User
 from django.http import HttpResponse
 from django.test import Client
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
@@ -344,15 +345,23 @@ class Visitors:
         key = (who, enforce_csrf)
         if key not in self._clients:
             client = Client(enforce_csrf_checks=enforce_csrf)
-            if who == "courier":
-                client.force_login(CourierFactory())
-            elif who == "other-courier":
-                client.force_login(CourierFactory(username="bruno"))
-            elif who == "staff":
-                client.force_login(StaffFactory())
-            elif who == "user":
-                client.force_login(UserFactory(username="someone"))
+            if who in _ACCOUNTS:
+                client.force_login(_account(who))
             elif who == "customer" and self._customer is not None:
                 self._customer(client)
             self._clients[key] = client
         return self._clients[key]
+
+
+_ACCOUNTS = {
+    "courier": (CourierFactory, "courier"),
+    "other-courier": (CourierFactory, "bruno"),
+    "staff": (StaffFactory, "staff"),
+    "user": (UserFactory, "someone"),
+}
+
+
+def _account(who: str) -> User:
+    """The account of this kind, made once: a factory hashes its password at every call."""
+    factory, username = _ACCOUNTS[who]
+    return User.objects.filter(username=username).first() or factory(username=username)
