@@ -70,7 +70,7 @@ def test_the_dead_letters_page_lists_what_its_filters_name_or_says_why_not():
     visitors = fuzz.Visitors()
     before = letters_state()
 
-    @settings(max_examples=60)
+    @settings(max_examples=fuzz.examples(60))
     @given(
         who=fuzz.mostly(st.just("staff"), st.sampled_from(fuzz.ACCOUNTS), odds=2),
         method=fuzz.mostly(st.just("GET"), st.sampled_from(["POST", "PUT", "DELETE", "HEAD"])),
@@ -140,7 +140,7 @@ def test_a_redrive_sends_what_it_names_to_that_group_only_or_says_why_not(kafka)
     visitors = fuzz.Visitors()
     sent = {group: 0 for group in redrivable_groups()}
 
-    @settings(max_examples=50)
+    @settings(max_examples=fuzz.examples(50))
     @given(
         who=fuzz.mostly(st.just("staff"), st.sampled_from(fuzz.ACCOUNTS), odds=2),
         shape=fuzz.shapes(("POST",)),

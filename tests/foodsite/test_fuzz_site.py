@@ -26,7 +26,7 @@ HOMES = {"anonymous": None, "user": "/", "courier": "/courier/", "staff": "/stat
 def test_healthz_and_home_answer_any_query_and_refuse_other_methods():
     visitors = fuzz.Visitors()
 
-    @hypothesis.settings(max_examples=40)
+    @hypothesis.settings(max_examples=fuzz.examples(40))
     @given(
         who=st.sampled_from(fuzz.ACCOUNTS),
         path=st.sampled_from(["/healthz", "/home/"]),
@@ -74,7 +74,7 @@ def test_logging_in_takes_the_right_password_and_locks_after_repeated_failures(s
     passwords = {"courier": PASSWORD, "staff": PASSWORD}
     failures: Counter[str] = Counter()  # per username (its first 150 characters), all from one address
 
-    @hypothesis.settings(max_examples=60)
+    @hypothesis.settings(max_examples=fuzz.examples(60))
     @given(
         data=fuzz.form(
             {
@@ -160,7 +160,7 @@ def test_logging_in_takes_the_right_password_and_locks_after_repeated_failures(s
 
 
 def test_logging_out_ends_the_session_for_a_post_with_its_token_only():
-    @hypothesis.settings(max_examples=40)
+    @hypothesis.settings(max_examples=fuzz.examples(40))
     @given(
         who=st.sampled_from(["anonymous", "courier", "staff"]),
         shape=fuzz.shapes(("POST",)),

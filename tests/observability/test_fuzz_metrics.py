@@ -46,7 +46,7 @@ def test_metrics_answer_the_token_or_an_allowed_address_and_refuse_everything_el
     settings.METRICS_TOKEN = TOKEN
     settings.METRICS_ALLOWED_NETWORKS = ["10.1.0.0/16", "::1/128"]
 
-    @hypothesis.settings(max_examples=50)
+    @hypothesis.settings(max_examples=fuzz.examples(50))
     @given(
         authorization=authorizations(),
         address=fuzz.mostly(

@@ -89,7 +89,7 @@ def test_an_orders_page_answers_its_customer_and_staff_and_refuses_everyone_else
     }
     clients["forged-cookie"].cookies[ORDERS_COOKIE] = str(order.pk)  # the id without our signature
 
-    @settings(max_examples=60)
+    @settings(max_examples=fuzz.examples(60))
     @given(
         who=st.sampled_from(ASKERS),
         method=fuzz.mostly(st.just("GET"), st.sampled_from(["POST", "PUT", "DELETE", "OPTIONS", "HEAD"])),
@@ -133,7 +133,7 @@ def test_the_pay_form_takes_a_valid_card_once_and_gives_any_other_back_with_the_
     )
     visitors = fuzz.Visitors()
 
-    @settings(max_examples=60)
+    @settings(max_examples=fuzz.examples(60))
     @given(
         card=cards, shape=fuzz.shapes(("POST",)), who=st.sampled_from(["owner", "staff"]), enforce_csrf=st.booleans()
     )
@@ -194,7 +194,7 @@ def test_nobody_but_its_customer_can_pay_an_order(kafka):
     clients = {"other-customer": someone_else, "forged-cookie": forged, "anonymous": Client()}
     clients["courier"] = fuzz.Visitors()("courier")
 
-    @settings(max_examples=30)
+    @settings(max_examples=fuzz.examples(30))
     @given(
         card=fuzz.mutated(GOOD_CARD),
         shape=fuzz.shapes(("POST",)),

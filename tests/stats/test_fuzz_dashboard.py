@@ -29,7 +29,7 @@ def test_the_staff_page_answers_staff_only_and_changes_nothing_whatever_is_sent(
     before = figures()
     visitors = fuzz.Visitors()
 
-    @settings(max_examples=30)
+    @settings(max_examples=fuzz.examples(30))
     @given(
         who=st.sampled_from(fuzz.ACCOUNTS),
         shape=fuzz.shapes(("GET",)),
@@ -46,10 +46,10 @@ def test_the_staff_page_answers_staff_only_and_changes_nothing_whatever_is_sent(
         assert figures() == before
         if fuzz.csrf_refuses(shape, enforce_csrf):
             assert response.status_code == 403
-        elif who == "anonymous":
-            fuzz.sent_to_log_in(response)
         elif shape.method not in ("GET", "HEAD"):
             fuzz.refused_with_a_reason(response)
+        elif who == "anonymous":
+            fuzz.sent_to_log_in(response)
         elif who != "staff":
             assert response.status_code == 403
         else:
