@@ -4,8 +4,9 @@ through Django's test client, and the check every answer must pass: never a serv
 A value is anything a client can type or forge: empty, blank, huge, non-ASCII, the Unicode
 digits `str.isdigit()` accepts and `int()` may refuse ("²") or read as a number ("٣"), NUL,
 numbers beyond any column, JSON where text is expected. A request shape is a method, a body
-encoding (form, multipart, JSON, plain text, bytes that are none of them) and a CSRF token
-(valid, missing, wrong). The tests pair them with who sends them and check what changed.
+encoding (form, multipart, JSON, plain text, bytes that are none of them, a multipart without
+its boundary) and a CSRF token (valid, in the header, missing, wrong). The tests pair them with
+who sends them (Visitors) and check what changed.
 """
 
 from __future__ import annotations
@@ -285,18 +286,14 @@ def send(
     body, content_type = _body(shape, data or {}, token)
     if params:
         path = f"{path}?{urlencode(list(params))}"
-    request = f"{shape} {path[:200]!r} {dict(list((data or {}).items())[:6])!r}"[:1000]
+    sent = f"{shape} {path[:200]!r} {dict(list((data or {}).items())[:6])!r}"[:1000]
     try:
         response = client.generic(shape.method, path, body, content_type, headers=headers, **extra)
     except Exception as exc:
-        raise ServerError(f"{request} raised {type(exc).__name__}: {exc}") from exc
+        raise ServerError(f"{sent} raised {type(exc).__name__}: {exc}") from exc
     if response.status_code >= 500:
-        raise ServerError(f"{request} answered {response.status_code}: {response.content[:300]!r}")
+        raise ServerError(f"{sent} answered {response.status_code}: {response.content[:300]!r}")
     return response
-
-
-def get(client: Client, path: str, params: Sequence[tuple[str, str]] = (), **extra: str) -> HttpResponse:
-    return send(client, Shape("GET", "urlencoded", "missing"), path, params=params, **extra)
 
 
 def text_of(response: HttpResponse) -> str:
@@ -345,7 +342,7 @@ ACCOUNTS = ("anonymous", "user", "courier", "staff")
 
 
 class Visitors:
-    """A test client per kind of user (WHO) and CSRF mode, built at first use and kept for
+    """A test client per kind of user (WHO, ACCOUNTS) and CSRF mode, built at first use and kept for
     the test: couriers and staff logged in once (force_login: no password hashing per
     example), a customer's client primed by `customer` (e.g. placing an order with it)."""
 
