@@ -9,7 +9,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from deadletters import selectors
 from deadletters.models import DeadLetter
@@ -24,14 +24,23 @@ def _staff_only(user: AbstractBaseUser) -> bool:
     return True
 
 
+def letter_number(value: str) -> int | None:
+    """A dead letter's number as the page's links and forms write it, or None: ASCII digits
+    ("²" is a digit to str.isdigit(), not to int()) that the database's integer can hold."""
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
+
+
+@require_safe  # a page to read (its forms post to redrive_view): another method is a 405
 @login_required
 @user_passes_test(_staff_only)
 def dead_letters(request: HttpRequest) -> HttpResponse:
     group, topic = request.GET.get("group", ""), request.GET.get("topic", "")
     before = request.GET.get("before")
-    if before is not None and not before.isdigit():
-        return HttpResponseBadRequest("before must be a dead letter id")
-    page = selectors.letters_page(group, topic, int(before) if before else None)
+    if before is not None and letter_number(before) is None:
+        return HttpResponseBadRequest("before must be a dead letter's number")
+    if "\x00" in group + topic:  # no name holds one, and PostgreSQL refuses it in a query (DataError)
+        return HttpResponseBadRequest("group and topic are names: they cannot hold a NUL character")
+    page = selectors.letters_page(group, topic, letter_number(before) if before else None)
     summary = selectors.summary()
     open_per_group: dict[str, int] = {}
     for row in summary:
@@ -59,9 +68,8 @@ async def redrive_view(request: HttpRequest) -> HttpResponse:
     letter_id, group = request.POST.get("letter", ""), request.POST.get("group", "")
     if not (letter_id or group):
         return HttpResponseBadRequest("say which dead letter (letter) or which group's (group)")
-    # A letter is a row's number (ASCII digits: "²" is a digit to str.isdigit, not to int;
-    # and one the database's integer can hold); a group, one whose letters can be re-driven.
-    if letter_id and not (letter_id.isascii() and letter_id.isdigit() and len(letter_id) <= 18):
+    # A letter is a row's number; a group, one whose letters can be re-driven.
+    if letter_id and letter_number(letter_id) is None:
         return HttpResponseBadRequest("letter must be a dead letter's number")  # (not echoed: this is HTML)
     if not letter_id and group not in redrivable_groups():
         groups = ", ".join(redrivable_groups())

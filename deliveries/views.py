@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from deliveries import selectors, services
 from deliveries.permissions import COURIER_PERMISSION
@@ -13,6 +13,8 @@ from deliveries.permissions import COURIER_PERMISSION
 OPEN_PER_PAGE = 50
 
 
+# Pages to read (their forms post to courier_step): another method is a 405, whoever sends it.
+@require_safe
 @login_required
 @permission_required(COURIER_PERMISSION, raise_exception=True)
 def courier(request: HttpRequest) -> HttpResponse:
@@ -31,6 +33,7 @@ def courier_page_context(courier: str) -> dict:
     }
 
 
+@require_safe
 @login_required
 @permission_required(COURIER_PERMISSION, raise_exception=True)
 def open_deliveries(request: HttpRequest) -> HttpResponse:

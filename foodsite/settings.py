@@ -5,6 +5,7 @@ Production: DJANGO_DEBUG=0 and DJANGO_SECRET_KEY set; `manage.py check --deploy`
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "notifications",
     "recommendations",
     "deadletters",
+    "axes",  # login throttling (foodsite/auth.py)
 ]
 
 MIDDLEWARE = [
@@ -70,6 +72,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused for too many failures into the login page saying so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "foodsite.urls"
@@ -128,6 +132,30 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "menu"
+
+# Login throttling (django-axes; foodsite/auth.py): LOGIN_FAILURE_LIMIT failed logins for one
+# username from one address lock that username at that address for LOGIN_LOCKOUT_MINUTES,
+# counted from the last failure; the right password is refused meanwhile. Another address is
+# not locked (someone guessing elsewhere cannot lock a courier out), a successful login
+# clears the count, and staff can unlock (README, "Settings").
+AUTHENTICATION_BACKENDS = ["foodsite.auth.LoginThrottle", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "5"))
+LOGIN_LOCKOUT_MINUTES = float(os.environ.get("LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "foodsite.auth.client_address"
+AXES_USERNAME_CALLABLE = "foodsite.auth.attempted_username"
+AXES_LOCKOUT_CALLABLE = "foodsite.views.login_locked_out"
+# How many reverse proxies stand in front of the web processes, each adding the address it got
+# the request from to X-Forwarded-For (nginx: $proxy_add_x_forwarded_for). 0: clients connect
+# directly, and their address is the connection's. Behind a proxy left at 0, every login would
+# come from the proxy's address, and a stranger's guesses would lock the real user out.
+TRUSTED_PROXIES = int(os.environ.get("DJANGO_TRUSTED_PROXIES", "0"))
+if AXES_FAILURE_LIMIT < 1 or LOGIN_LOCKOUT_MINUTES <= 0 or TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(
+        "LOGIN_FAILURE_LIMIT must be at least 1, LOGIN_LOCKOUT_MINUTES above 0, DJANGO_TRUSTED_PROXIES 0 or more."
+    )
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -314,5 +342,7 @@ LOGGING = {
         "notifications": {"level": "INFO"},
         # One line per event a consumer applied (with its trace id): LOG_EVENTS_LEVEL=WARNING silences it.
         "foodsite.kafka.events": {"level": os.environ.get("LOG_EVENTS_LEVEL", "INFO")},
+        # Login throttling: a failure, a lock (WARNING) are worth a line; its chatter (INFO) is not.
+        "axes": {"level": "WARNING"},
     },
 }

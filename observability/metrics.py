@@ -42,6 +42,7 @@ from django.db import connections  # noqa: E402
 from django.db.models import Count, Min  # noqa: E402
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.utils import timezone  # noqa: E402
+from django.views.decorators.http import require_safe  # noqa: E402
 from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -286,6 +287,7 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return networks
 
 
+@require_safe  # a scrape is a GET: another method is a 405
 async def metrics_view(request: HttpRequest) -> HttpResponse:
     """GET /metrics (Prometheus text format). Async, and collected in a thread of its own: the
     Kafka part can wait seconds when the broker is down, and must not hold the one thread of

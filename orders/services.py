@@ -31,6 +31,16 @@ class Card:
     holder: str
 
 
+class OrderFormReused(ValidationError):
+    """The idempotency key is another order's: the form was sent again with other details (its
+    page went back in history and was changed), or a request borrowed someone else's key."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This form was already used for another order, so this one is not placed: check it and order again."
+        )
+
+
 class OrderNotPayable(Exception):
     """The order cannot be paid (already paid). Carries a message for the customer."""
 
@@ -51,7 +61,10 @@ def place_order(
 
     The same idempotency key (one per rendering of the order form) gives back the order it
     already created: a double click or a browser retry does not order twice. The key's unique
-    constraint tells (no look-up first: a second submit is rare, every order pays a query)."""
+    constraint tells (no look-up first: a second submit is rare, every order pays a query).
+    Only for the same order, though: the key comes from the client, and a key sent with other
+    details raises OrderFormReused rather than hand that order (its customer's name, address,
+    email, and the right to pay it) to whoever sent the key."""
     if not items:
         raise ValidationError("Your cart is empty: choose at least one dish.")
     for item in items:
@@ -99,9 +112,23 @@ def place_order(
     except IntegrityError:
         if not idempotency_key:
             raise
-        # The same form submitted twice at the same instant: the other request created it.
-        return Order.objects.get(idempotency_key=idempotency_key)
+        # The same form submitted twice (at the same instant, or its answer lost): the first made it.
+        existing = Order.objects.prefetch_related("lines").get(idempotency_key=idempotency_key)
+        if not _is_the_order(existing, customer_name, address, email or "", items):
+            raise OrderFormReused() from None
+        return existing
     return order
+
+
+def _is_the_order(order: Order, customer_name: str, address: str, email: str, items: list[CartItem]) -> bool:
+    """Whether `order` is what these details would place (its second submission)."""
+    lines = sorted((line.dish_id, line.quantity) for line in order.lines.all())
+    return (order.customer_name, order.address, order.email, lines) == (
+        customer_name,
+        address,
+        email,
+        sorted((item.dish_id, item.quantity) for item in items),
+    )
 
 
 def pay_order(*, order: Order, card: Card) -> Payment:

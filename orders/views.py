@@ -4,11 +4,11 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from notifications import selectors as notification_selectors
 from orders import selectors, services
-from orders.forms import OrderForm, PaymentForm
+from orders.forms import OrderForm, PaymentForm, quantity_of
 from orders.models import Dish, Order
 from recommendations import selectors as recommendation_selectors
 
@@ -29,6 +29,9 @@ def menu(request: HttpRequest) -> HttpResponse:
                     email=form.cleaned_data["email"] or None,
                     menu=form.dishes,
                 )
+            except services.OrderFormReused as exc:
+                form.add_error(None, exc)
+                form.renew_key()  # its key is the other order's: sent again, it would be refused again
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -46,7 +49,7 @@ def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
         (
             dish,
             quantity,
-            quantity.strip().isdigit() and int(quantity) > 0,
+            (quantity_of(quantity) or 0) > 0,
             [by_id[p.dish_id] for p in often.get(dish.pk, [])],
         )
         for dish, quantity in form.menu_rows(dishes)
@@ -60,6 +63,7 @@ def _menu_context(form: OrderForm, dishes: list[Dish]) -> dict:
     }
 
 
+@require_safe  # a page to read: another method (a POST was a 200) is a 405 saying which ones it takes
 def order_detail(request: HttpRequest, order_id: str) -> HttpResponse:
     order = _customer_order(request, order_id)
     if not isinstance(order, Order):

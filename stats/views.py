@@ -6,6 +6,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from eventing.kafka_view import KafkaView, kafka_view
 from stats import selectors
@@ -18,6 +19,7 @@ def _staff_only(user: AbstractBaseUser) -> bool:
     return True
 
 
+@require_safe  # a page to read: another method is a 405
 @login_required
 @user_passes_test(_staff_only)
 async def dashboard(request: HttpRequest) -> HttpResponse:

@@ -79,6 +79,32 @@ def test_submitting_the_same_order_form_twice_orders_once(client, kafka):
     assert len(kafka.read_topic("orders")) == 1
 
 
+def test_the_same_form_sent_again_with_other_details_is_refused_and_can_then_order(client, kafka):
+    """The page went back in history and its cart changed, or the key is someone else's: the key
+    is another order's, which is not handed over; the form comes back with a new key."""
+    dish = DishFactory()
+    key = re.search(r'name="idempotency_key" value="([0-9a-f]+)"', client.get("/").content.decode()).group(1)
+    form = {"customer_name": "Ada", "address": "Via Roma 1", f"qty-{dish.pk}": "2", "idempotency_key": key}
+    placed = client.post("/", form)
+
+    stranger = Client()
+    refused = stranger.post("/", {**form, "customer_name": "Mallory", f"qty-{dish.pk}": "3"})
+
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    assert "already used for another order" in page
+    assert "Ada" not in page
+    assert placed["Location"] not in page
+    assert "orders" not in stranger.cookies
+    new_key = re.search(r'name="idempotency_key" value="([0-9a-f]+)"', page).group(1)
+    assert new_key != key
+    again = stranger.post("/", {**form, "customer_name": "Mallory", f"qty-{dish.pk}": "3", "idempotency_key": new_key})
+    assert again.status_code == 302
+    assert again["Location"] != placed["Location"]
+    assert sorted(Order.objects.values_list("customer_name", flat=True)) == ["Ada", "Mallory"]
+    assert len(kafka.read_topic("orders")) == 2
+
+
 def test_the_same_order_form_submitted_at_the_same_instant_orders_once(client, kafka):
     """The idempotency key's race: requests in flight together (each its own thread and database
     connection, as under daphne), so that on PostgreSQL their INSERTs really overlap."""

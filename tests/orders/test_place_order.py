@@ -195,8 +195,12 @@ def test_unknown_order_is_a_404(client):
         ({"expiry": "13/30"}, "MM/YY"),
         ({"expiry": "01/20"}, "expired"),
         ({"cvc": "12a"}, "3 or 4 digits"),
+        # Digits to str.isdigit(), and no card's: they were taken (a CVC "²²²", a month "٣").
+        ({"cvc": "²²²"}, "3 or 4 digits"),
+        ({"expiry": "٣/39"}, "MM/YY"),
+        ({"expiry": "+3/39"}, "MM/YY"),
     ],
-    ids=["luhn", "bad-month", "expired", "cvc"],
+    ids=["luhn", "bad-month", "expired", "cvc", "cvc-superscript", "month-arabic-indic", "month-signed"],
 )
 def test_bad_card_details_are_refused_on_the_form(client, kafka, card, expected):
     order_id = order_id_from(place(client, {DishFactory(): 1}))
