@@ -447,11 +447,11 @@ def _decimal(value: Any) -> Decimal:
     if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
         raise _Bad("", f"is not a number: {_shown(value)}")
     try:
-        number = Decimal(value)  # finite: the pattern has no NaN or Infinity, nor Avro's bytes
+        number = Decimal(value)  # finite: neither the pattern nor Avro's decimal type has NaN or Infinity
     except InvalidOperation:
         raise _Bad("", f"is not a number: {_shown(value)}") from None
     # Avro's decimal(12, 2) in both formats: an amount one format takes and the other cannot
-    # hold would fail only once a deployment switched. (Avro's own reader takes any length.)
+    # hold would fail only once a deployment switched.
     if number.as_tuple().exponent < -MONEY_PLACES:
         raise _Bad("", f"has more than {MONEY_PLACES} decimal places: {_shown(value)}")
     if number and number.adjusted() >= _MONEY_LIMIT:

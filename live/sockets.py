@@ -55,11 +55,11 @@ _SOCKET_ONLY_HEADERS = frozenset(
 
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+Round = tuple[str, frozenset[str] | None, list]  # a feed's round: stream, parts changed, sockets
 
 # The longest message a page sends, in characters: '{"want":"page"}' is 15. Longer ones
 # are not parsed (daphne lets a client send up to 1 MiB).
 MAX_MESSAGE = 1024
-Round = tuple[str, frozenset[str] | None, list]  # a feed's round: stream, parts changed, sockets
 
 # Sent with `page` ("courier", "stats", "order") and `change` (+1 when a socket of that page
 # is accepted, -1 when it closes): the project counts them (observability.metrics).
