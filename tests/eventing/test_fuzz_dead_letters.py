@@ -288,6 +288,14 @@ def test_bad_messages_mixed_with_good_ones_end_in_the_dead_letter_topics_and_the
         extra = dict(headers[len(message.headers) :])
         assert extra[Header.DLQ_ERROR]  # the reason
         assert extra[Header.DLQ_GROUP] == group_name("stats").encode()
+        # First published where the group read it (not a re-drive), its first failure.
+        origin = (
+            extra[Header.DLQ_ORIGIN_TOPIC],
+            int(extra[Header.DLQ_ORIGIN_PARTITION]),
+            int(extra[Header.DLQ_ORIGIN_OFFSET]),
+        )
+        assert origin == where
+        assert extra[Header.DLQ_ATTEMPT] == b"1"
     only_dead_letter_lines_at_error(caplog)
 
 
