@@ -144,7 +144,8 @@ def may_follow(site: Site, who: str, path: str) -> bool:
 
 
 def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    """Nothing at ERROR, and no traceback at any level."""
+    errors = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     caplog.clear()
     assert not errors, errors
 
