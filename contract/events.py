@@ -9,6 +9,12 @@ Every message value is an envelope::
 Money travels as decimal strings (Avro: its decimal type), never floats. A change that removes or retypes a field
 is a new version; adding an optional field is not.
 
+What a field may hold is what both formats can carry, checked when decoding either: text
+without NUL (PostgreSQL cannot store it) and valid Unicode, integers that fit Avro's long,
+money with at most two decimal places and twelve digits (Avro's decimal(12, 2)), the event id
+and order ids as UUIDs (handed on in their canonical form, lowercase), and `occurred_at` as
+an aware time (one without an offset is UTC, as our producers write it), handed on in UTC.
+
 The same envelope can travel as Avro instead of JSON (`encode(event, "avro")`, chosen per
 deployment by settings.EVENT_FORMAT): the codec and the repo's .avsc files are in
 contract.avro and contract/schemas/, which must follow the payload classes below (a test
@@ -20,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 import types
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from contract import avro
 
@@ -46,6 +53,18 @@ TOPICS = (ORDERS, PAYMENTS, DELIVERY_STATUS)
 
 class InvalidEvent(ValueError):
     """A message that cannot be decoded into a known event (bad JSON, unknown type, bad field)."""
+
+
+# A str field that holds a UUID: `order_id: OrderId`. The decoder checks it and hands on its
+# canonical form, so that every consumer names an order the same way (a live page's stream,
+# a row's id) whatever case or form its producer wrote.
+UUID_TEXT = "uuid"
+OrderId = Annotated[str, UUID_TEXT]
+
+# What Avro's types in contract/schemas/ can carry: money is decimal(12, 2), integers long.
+MONEY_PLACES = 2
+MONEY_DIGITS = 12
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,7 @@ class OrderPlaced:
     VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str] = ORDERS
 
-    order_id: str
+    order_id: OrderId
     customer_name: str
     address: str
     lines: list[OrderLine]
@@ -90,7 +109,7 @@ class PaymentSucceeded:
     VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str] = PAYMENTS
 
-    order_id: str
+    order_id: OrderId
     amount: Decimal
     card_last4: str
 
@@ -101,7 +120,7 @@ class PaymentFailed:
     VERSION: ClassVar[int] = 1
     TOPIC: ClassVar[str] = PAYMENTS
 
-    order_id: str
+    order_id: OrderId
     amount: Decimal
     reason: str
 
@@ -112,7 +131,7 @@ class _CourierStep:
 
     TOPIC: ClassVar[str] = DELIVERY_STATUS
 
-    order_id: str
+    order_id: OrderId
     courier: str  # the courier's username
 
 
@@ -212,21 +231,49 @@ def decode(value: bytes | None, content_type: str | bytes | None = None) -> Even
     elif media_type in ("", CONTENT_TYPE_JSON):
         envelope = _json_envelope(value)
     else:
-        raise InvalidEvent(f"unknown content type {media_type!r}")
-    payload_cls = PAYLOAD_TYPES.get((envelope["type"], envelope["version"]))
+        raise InvalidEvent(f"unknown content type {_shown(media_type)}")
+    event_type, version = envelope["type"], envelope["version"]
+    # Checked before the look-up: a list is unhashable, and True and 1.0 equal 1.
+    if not isinstance(event_type, str) or isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidEvent(f"unknown event type {_shown(event_type)} version {_shown(version)}")
+    payload_cls = PAYLOAD_TYPES.get((event_type, version))
     if payload_cls is None:
-        raise InvalidEvent(f"unknown event type {envelope['type']!r} version {envelope['version']!r}")
-    occurred_at = envelope["occurred_at"]
-    if not isinstance(occurred_at, datetime):  # Avro's timestamp type arrives as a datetime already
-        try:
-            occurred_at = datetime.fromisoformat(occurred_at)
-        except (TypeError, ValueError) as exc:
-            raise InvalidEvent(f"bad occurred_at: {envelope['occurred_at']!r}") from exc
+        raise InvalidEvent(f"unknown event type {_shown(event_type)} version {_shown(version)}")
+    try:
+        event_id = _uuid_text(envelope["id"])
+    except _Bad as bad:
+        raise InvalidEvent(f"id {bad.what}") from None
     return Event(
         payload=_from_plain(payload_cls, envelope["data"], "data"),
-        id=str(envelope["id"]),
-        occurred_at=occurred_at,
+        id=event_id,
+        occurred_at=_moment(envelope["occurred_at"]),
     )
+
+
+def _moment(value: Any) -> datetime:
+    """`occurred_at` as an aware time in UTC: Avro's timestamp type arrives as one already,
+    JSON as ISO 8601 text, where a time without an offset is UTC."""
+    if not isinstance(value, datetime):
+        if not isinstance(value, str):
+            raise InvalidEvent(f"bad occurred_at: {_shown(value)}")
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidEvent(f"bad occurred_at: {_shown(value)}") from None
+    if value.tzinfo is UTC:  # what our producers write, and Avro's timestamp type gives
+        return value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00, before the first day in UTC
+        raise InvalidEvent(f"bad occurred_at: {_shown(value.isoformat())} is out of range in UTC") from None
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A bad value as a reason shows it: its repr, cut short (a reason travels in a header)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def _to_dicts(value: Any) -> Any:
@@ -254,8 +301,10 @@ def _media_type(content_type: str | bytes | None) -> str:
 def _json_envelope(value: bytes) -> dict:
     try:
         envelope = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidEvent(f"not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError: bad JSON, bad UTF-8, or an integer past Python's 4300 digits;
+        # RecursionError: arrays or objects nested thousands deep.
+        raise InvalidEvent(f"not JSON: {_shown(str(exc), 200)}") from exc
     if not isinstance(envelope, dict):
         raise InvalidEvent("envelope is not a JSON object")
     missing = {"id", "type", "version", "occurred_at", "data"} - envelope.keys()
@@ -276,7 +325,7 @@ def _to_plain(value: Any) -> Any:
 
 @functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+    return get_type_hints(cls, include_extras=True)  # with OrderId's mark
 
 
 def _from_plain(cls: type, data: Any, path: str) -> Any:
@@ -333,6 +382,11 @@ def _decoder(cls: type) -> Coercer:
 
 
 def _coercer(hint: Any, where: str) -> Coercer:
+    if get_origin(hint) is Annotated:
+        base, *marks = get_args(hint)
+        if base is str and marks == [UUID_TEXT]:
+            return _uuid_text
+        raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug
     if get_origin(hint) in (types.UnionType, Union):
         # Only `X | None` is supported: an optional field, null or an X.
         options = [arg for arg in get_args(hint) if arg is not type(None)]
@@ -367,26 +421,68 @@ def _coercer(hint: Any, where: str) -> Coercer:
     raise TypeError(f"unsupported field type {hint!r} at {where}")  # a schema bug, not bad input
 
 
+# Money in JSON: plain ASCII decimal notation. Decimal() itself also takes spaces around,
+# underscores between and non-ASCII digits ("١٢"), none of which any producer means as money.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+# What our producers write, decimal(12, 2) as it is: no check needed past this (every event,
+# seven amounts for an order of three dishes).
+_MONEY_TEXT = re.compile(r"-?[0-9]{1,10}(?:\.[0-9]{1,2})?")
+_UUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CANONICAL_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+_CENT = Decimal("0.01")
+_MONEY_LIMIT = MONEY_DIGITS - MONEY_PLACES  # digits before the point: adjusted() below it
+
+
 def _decimal(value: Any) -> Decimal:
+    # The usual cases first, cheaply: JSON as our producers write it; Avro's decimal type.
+    if type(value) is str and _MONEY_TEXT.fullmatch(value):
+        return Decimal(value)
+    if type(value) is Decimal and value.same_quantum(_CENT) and value.adjusted() < _MONEY_LIMIT:
+        return value
     # A Decimal comes from Avro's decimal type; JSON gives a string (or int), never one.
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
         raise _Bad("", "must be a decimal string")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value):
+        raise _Bad("", f"is not a number: {_shown(value)}")
     try:
-        number = Decimal(value)
+        number = Decimal(value)  # finite: neither the pattern nor Avro's decimal type has NaN or Infinity
     except InvalidOperation:
-        raise _Bad("", f"is not a number: {value!r}") from None
-    if not number.is_finite():
-        raise _Bad("", "is not finite")
+        raise _Bad("", f"is not a number: {_shown(value)}") from None
+    # Avro's decimal(12, 2) in both formats: an amount one format takes and the other cannot
+    # hold would fail only once a deployment switched.
+    if number.as_tuple().exponent < -MONEY_PLACES:
+        raise _Bad("", f"has more than {MONEY_PLACES} decimal places: {_shown(value)}")
+    if number and number.adjusted() >= _MONEY_LIMIT:
+        raise _Bad("", f"has more than {_MONEY_LIMIT} digits before the point: {_shown(value)}")
     return number
 
 
 def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Bad("", "must be an integer")
+    if not LONG_MIN <= value <= LONG_MAX:
+        raise _Bad("", "is out of range (a 64-bit integer)")
     return value
 
 
 def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise _Bad("", "must be a string")
+    if "\x00" in value:
+        raise _Bad("", "contains NUL")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, from a JSON escape such as "\ud800"
+            raise _Bad("", "is not valid Unicode") from None
     return value
+
+
+def _uuid_text(value: Any) -> str:
+    if type(value) is str and _CANONICAL_UUID_TEXT.fullmatch(value):
+        return value
+    if not isinstance(value, str) or not _UUID_TEXT.fullmatch(value):
+        raise _Bad("", f"is not a uuid: {_shown(value)}")
+    return value.lower()

@@ -21,7 +21,7 @@ from eventing.bulk import update_many
 from eventing.clients import producer_config
 from eventing.headers import Header
 from eventing.registry import redrivable_groups
-from eventing.topics import redrive_topic, topic_name
+from eventing.topics import DEAD_LETTER_MAX_BYTES, redrive_topic, topic_name
 
 CHUNK = 1000  # letters per flush and per UPDATE: "all of a group's" can be 100,000
 FLUSH_TIMEOUT_S = 15
@@ -50,7 +50,7 @@ def redrive(letters: QuerySet[DeadLetter]) -> RedriveOutcome:
     where it went. Letters already re-driven are sent again if asked: the projections are
     idempotent."""
     outcome = RedriveOutcome()
-    producer = Producer(producer_config("redrive"))
+    producer = Producer(producer_config("redrive", **{"message.max.bytes": DEAD_LETTER_MAX_BYTES}))
     partitions: dict[str, int] = {}  # re-drive topic -> partition count
     groups = set(redrivable_groups())
     # The ids first: the rows are updated as they go, and SQLite does not isolate a cursor

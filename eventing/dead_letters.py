@@ -21,6 +21,11 @@ from eventing.topics import dead_letter_topic, logical_name, topic_name
 
 log = logging.getLogger("foodsite.kafka.runner")
 
+# The reason a dead letter carries (its dlq.error header), at most: an exception's message
+# can quote anything (a value, a statement), and the letter must fit its topic
+# (eventing.topics.DEAD_LETTER_MAX_BYTES).
+MAX_REASON = 1000
+
 
 class DeadLetterLimitExceeded(Exception):
     """Too large a share of a window's events failed: a broken deploy, not a bad event."""
@@ -105,7 +110,10 @@ class DeadLetterWriter:
             if error is not None:
                 undelivered.append(error.str())
 
-        for message, reason in dead:
+        for message, full_reason in dead:
+            reason = _printable(full_reason)
+            if len(reason) > MAX_REASON:
+                reason = f"{reason[: MAX_REASON - 3]}..."
             origin = origin_of(message, redrive_topic=self._redrive_topic, topics=self._topics)
             # A re-driven event goes back to its source topic's DLQ (a message put in the
             # re-drive topic by hand, without its origin, to the group's first topic's).
@@ -143,3 +151,10 @@ class DeadLetterWriter:
             raise TransientError("dead-letter topic did not acknowledge in time")
         if undelivered:  # e.g. a topic missing: retrying beats losing the event
             raise TransientError(f"dead letters refused: {undelivered[0]}")
+
+
+def _printable(reason: str) -> str:
+    """The reason as text any log and header takes: a lone surrogate in an exception's message
+    (a string from JSON's "\\ud800") made reason.encode() raise UnicodeEncodeError out of the
+    runner, a crash instead of a dead letter. Such a character is written as its escape."""
+    return reason.encode("utf-8", "backslashreplace").decode()

@@ -31,7 +31,7 @@ from eventing.conf import settings
 from eventing.dead_letters import DeadLetterLimit, DeadLetterLimitExceeded, DeadLetterWriter, origin_of
 from eventing.offsets import OffsetStore, PartitionFenced, Position
 from eventing.projection import TRANSIENT_ERRORS, ConsumedEvent, InvalidEvent, Projection
-from eventing.topics import group_name, leader_moving, logical_name, redrive_topic, topic_name
+from eventing.topics import DEAD_LETTER_MAX_BYTES, group_name, leader_moving, logical_name, redrive_topic, topic_name
 
 __all__ = ["ConsumerRunner", "DeadLetterLimitExceeded", "RunStats"]
 
@@ -99,7 +99,9 @@ class ConsumerRunner:
         )
         # Dead letters, and the after-commit hook's messages (live notices: sent at once
         # rather than after a linger, a page waits for them).
-        self._producer = Producer(producer_config("dead_letters", **{"linger.ms": 0}))
+        self._producer = Producer(
+            producer_config("dead_letters", **{"linger.ms": 0, "message.max.bytes": DEAD_LETTER_MAX_BYTES})
+        )
         self._dead_letters = DeadLetterWriter(self._producer, self.group, tuple(projection.topics), self._redrive)
 
     # -- lifecycle ----------------------------------------------------------------------

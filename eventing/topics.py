@@ -32,6 +32,16 @@ LEADER_MOVING = {
 }
 
 
+# A dead letter is its event, whole, plus the dlq.* headers (the reason cut to
+# MAX_REASON characters). Its topic, and the re-drive topic it may go back through, take
+# 64 KiB more than the source topics do by the broker's default (message.max.bytes,
+# 1,048,588 bytes): an event as large as a producer could publish, a Java one's 1 MiB
+# (max.request.size), did not fit once its headers were added, the broker refused the dead
+# letter, and the consumer retried that batch every 30 s for ever. The clients that write
+# dead letters and re-drives allow as much (librdkafka's default is 1,000,000).
+DEAD_LETTER_MAX_BYTES = 1_048_588 + 65_536
+
+
 def leader_moving(exc: KafkaException) -> bool:
     """Whether asking the same thing again in a moment may succeed."""
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -100,19 +110,20 @@ def declared_topics() -> list[TopicSpec]:
         # Never elect a replica that was out of sync: it would silently drop acknowledged events.
         "unclean.leader.election.enable": "false",
     }
+    letters_config = {**config, "max.message.bytes": str(DEAD_LETTER_MAX_BYTES)}
     logical = [
-        *SOURCE_TOPICS,
-        *(dead_letter_topic(t) for t in SOURCE_TOPICS),
-        *(redrive_topic(group) for group in redrivable_groups()),
+        *((t, config) for t in SOURCE_TOPICS),
+        *((dead_letter_topic(t), letters_config) for t in SOURCE_TOPICS),
+        *((redrive_topic(group), letters_config) for group in redrivable_groups()),
     ]
     specs = [
         TopicSpec(
             name=topic_name(name),
             partitions=settings.KAFKA_PARTITIONS,
             replication_factor=settings.KAFKA_REPLICATION_FACTOR,
-            config=config,
+            config=topic_config,
         )
-        for name in logical
+        for name, topic_config in logical
     ]
     # Notices (not events: nothing is rebuilt from them) are kept briefly, in one partition:
     # they need no order and no scale-out, and every reader reads all of them.

@@ -17,7 +17,6 @@ django.setup(set_prefix=False)  # first: the imports below need the apps loaded
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, sync_to_async  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core import signals  # noqa: E402
 from django.core.exceptions import RequestAborted  # noqa: E402
@@ -25,9 +24,10 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.asgi import get_script_prefix as script_prefix_of  # noqa: E402
 from django.core.handlers.base import BaseHandler  # noqa: E402
 from django.http import HttpResponseBase  # noqa: E402
-from django.urls import Resolver404, path, resolve, set_script_prefix  # noqa: E402
+from django.urls import Resolver404, path, re_path, resolve, set_script_prefix  # noqa: E402
 
 from deliveries.sockets import CourierSocket  # noqa: E402
+from live.handshake import NoStreamSocket, SiteOnly  # noqa: E402
 from orders.sockets import OrderSocket  # noqa: E402
 from stats.sockets import StatsSocket  # noqa: E402
 
@@ -180,14 +180,15 @@ websocket_urlpatterns = [
     path("ws/courier/", CourierSocket.as_asgi(pages=http_application)),
     path("ws/stats/", StatsSocket.as_asgi(pages=http_application)),
     path("ws/orders/<uuid:order_id>/", OrderSocket.as_asgi(pages=http_application)),
+    re_path(r"", NoStreamSocket.as_asgi()),  # refused; without it, Channels raises "No route found"
 ]
 
 application = ProtocolTypeRouter(
     {
         "http": http_application,
-        # Origin checked against ALLOWED_HOSTS: another site's page cannot open a socket
-        # with our visitor's cookies (websockets have no CSRF token).
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Host and Origin checked against ALLOWED_HOSTS: another site's page cannot open a
+        # socket with our visitor's cookies (websockets have no CSRF token).
+        "websocket": SiteOnly(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

@@ -96,7 +96,10 @@ def merged(messages: list) -> dict[str, tuple[frozenset[str] | None, float]]:
     for message in messages:
         if message.error() is not None or not message.key():
             continue
-        stream = message.key().decode()
+        try:
+            stream = message.key().decode()
+        except UnicodeDecodeError:  # names no stream (a UnicodeDecodeError here stopped the bridge)
+            continue
         at, parts = read_notice(message.value())
         if stream in changes:
             before, first = changes[stream]

@@ -162,6 +162,15 @@ def unfollow(stream: str, follower: Follower) -> None:
             del _feeds[stream]
 
 
+def wake(stream: str) -> None:
+    """Run a round of `stream` soon: a socket of it asks for its whole page (live.js, when a
+    list names a row the page has not got). Sockets called this, and it did not exist: the
+    page's one message raised AttributeError and ended its socket."""
+    feed = _feeds.get(stream)
+    if feed is not None:
+        feed.wake()
+
+
 def notify(stream: str, parts: frozenset[str] | None, at: float) -> None:
     """A notice for `stream`: nothing to do unless a socket of this process follows it."""
     feed = _feeds.get(stream)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Protocol
@@ -87,18 +88,26 @@ def read_notice(value: bytes | None) -> tuple[float, frozenset[str] | None]:
     page re-read too many is harmless, a change missed is not."""
     try:
         notice = json.loads(value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON (or past 4300 digits); nested too deep
         notice = None
-    if isinstance(notice, (int, float)):
-        return float(notice), None
-    if not isinstance(notice, dict):
-        return time.time(), None
-    parts = notice.get("parts")
-    at = notice.get("at")
-    return (
-        float(at) if isinstance(at, (int, float)) else time.time(),
-        frozenset(str(p) for p in parts) if isinstance(parts, list) else None,
-    )
+    if isinstance(notice, dict):
+        parts = notice.get("parts")
+        return _commit_time(notice.get("at")), frozenset(str(p) for p in parts) if isinstance(parts, list) else None
+    return _commit_time(notice), None
+
+
+def _commit_time(at: object) -> float:
+    """A notice's commit time, or now if it has none that a frame can carry: a frame's `at`
+    is JSON for the browser, where NaN and Infinity are not (its whole frame would be lost),
+    and an integer past a float's range is an OverflowError (it stopped the bridge)."""
+    if isinstance(at, (int, float)) and not isinstance(at, bool):
+        try:
+            at = float(at)
+        except OverflowError:
+            return time.time()
+        if math.isfinite(at):
+            return at
+    return time.time()
 
 
 class LiveProjection(Protocol):

@@ -18,6 +18,8 @@ every middleware, login and permission check, with the cookies the socket was op
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +56,10 @@ _SOCKET_ONLY_HEADERS = frozenset(
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 Round = tuple[str, frozenset[str] | None, list]  # a feed's round: stream, parts changed, sockets
+
+# The longest message a page sends, in characters: '{"want":"page"}' is 15. Longer ones
+# are not parsed (daphne lets a client send up to 1 MiB).
+MAX_MESSAGE = 1024
 
 # Sent with `page` ("courier", "stats", "order") and `change` (+1 when a socket of that page
 # is accepted, -1 when it closes): the project counts them (observability.metrics).
@@ -119,6 +125,7 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
     push_interval = 0.1  # seconds: at most one frame per socket per interval (live.feeds)
     needs_page = True
     _checked_at = 0.0
+    _ignored_a_message = False
 
     def __init__(self, *args: object, pages: ASGIApp, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -141,11 +148,29 @@ class LiveStreamSocket(AsyncJsonWebsocketConsumer):
             socket_opened_or_closed.send(type(self), page=self.page(), change=-1)
             self.stream = None
 
-    async def receive_json(self, content: object, **kwargs: object) -> None:
-        # The page lost track (told to list a row it does not have): its whole page, once.
-        if isinstance(content, dict) and content.get("want") == "page" and self.stream is not None:
-            self.needs_page = True
-            feeds.wake(self.stream)
+    async def websocket_receive(self, message: dict) -> None:
+        """A frame from the browser. A page sends one thing, {"want": "page"}, when it lost
+        track (told to list a row it does not have): its whole page, once. Anything else
+        (text that is not JSON, other JSON, a binary or empty frame, more than
+        MAX_MESSAGE characters) is ignored, the first of a socket logged: the socket stays
+        open and keeps getting its frames. Channels' JSON consumer raised instead
+        (JSONDecodeError, "No text section", RecursionError, the 4300-digit limit), which
+        ended the socket with a traceback."""
+        text = message.get("text")
+        content = None
+        if isinstance(text, str) and len(text) <= MAX_MESSAGE:
+            with contextlib.suppress(ValueError, RecursionError):  # not JSON, or nested too deep
+                content = json.loads(text)
+        if isinstance(content, dict) and content.get("want") == "page":
+            if self.stream is not None:
+                self.needs_page = True
+                feeds.wake(self.stream)
+            return
+        if not self._ignored_a_message:
+            self._ignored_a_message = True
+            log.info(
+                "live socket of %s ignored %s; it ignores the next ones silently", self.page(), _described(message)
+            )
 
     @classmethod
     def page(cls) -> str:
@@ -291,6 +316,17 @@ def _reads_of(socket_class: type[LiveStreamSocket]) -> _Reads:
     if socket_class not in _reads:
         _reads[socket_class] = _Reads(socket_class.read_many)
     return _reads[socket_class]
+
+
+def _described(message: dict) -> str:
+    """A message a socket ignored, for its log line: its kind and size, and the start of a text."""
+    text, data = message.get("text"), message.get("bytes")
+    if isinstance(text, str) and text:
+        start = repr(text[:40]) + ("..." if len(text) > 40 else "")
+        return f"a text message of {len(text)} characters, {start}"
+    if isinstance(data, bytes) and data:
+        return f"a binary message of {len(data)} bytes"
+    return "an empty message"
 
 
 def user_of_session(session: object) -> object:

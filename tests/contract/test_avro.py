@@ -37,6 +37,7 @@ from contract.events import (
 )
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+ORDER_ID = "5f0c1d9e-0000-4000-8000-000000000002"
 MONEY = {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2}
 
 EXAMPLES = [
@@ -50,11 +51,11 @@ EXAMPLES = [
         ],
         Decimal("22.00"),
     ),
-    PaymentSucceeded("o-1", Decimal("22.00"), "4242"),
-    PaymentFailed("o-1", Decimal("22.00"), "card declined"),
-    DeliveryClaimed("o-1", "courier"),
-    DeliveryPickedUp("o-1", "courier"),
-    DeliveryDelivered("o-1", "courier"),
+    PaymentSucceeded(ORDER_ID, Decimal("22.00"), "4242"),
+    PaymentFailed(ORDER_ID, Decimal("22.00"), "card declined"),
+    DeliveryClaimed(ORDER_ID, "courier"),
+    DeliveryPickedUp(ORDER_ID, "courier"),
+    DeliveryDelivered(ORDER_ID, "courier"),
 ]
 if "email" in {f.name for f in dataclasses.fields(OrderPlaced)}:
     EXAMPLES.append(dataclasses.replace(EXAMPLES[0], email="ada@example.com"))
@@ -155,22 +156,22 @@ def test_every_event_round_trips_through_avro_and_json(payload):
 
 
 def test_money_keeps_its_cents_in_avro():
-    event = Event(PaymentSucceeded("o-1", Decimal("0.10"), "4242"))
+    event = Event(PaymentSucceeded(ORDER_ID, Decimal("0.10"), "4242"))
     assert decode(*encode(event, "avro")).payload.amount == Decimal("0.10")
 
 
 def test_a_price_with_more_than_two_decimals_is_refused_when_encoding():
     with pytest.raises(ValueError, match="Scale"):
-        encode(Event(PaymentSucceeded("o-1", Decimal("0.105"), "4242")), "avro")
+        encode(Event(PaymentSucceeded(ORDER_ID, Decimal("0.105"), "4242")), "avro")
 
 
 def test_an_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown event format 'xml'"):
-        encode(Event(DeliveryClaimed("o-1", "c")), "xml")
+        encode(Event(DeliveryClaimed(ORDER_ID, "c")), "xml")
 
 
 def test_content_type_parameters_and_bytes_headers_are_understood():
-    event = Event(DeliveryClaimed("o-1", "c"))
+    event = Event(DeliveryClaimed(ORDER_ID, "c"))
     assert decode(event.to_json(), b"application/json; charset=utf-8") == event
     assert decode(event.to_avro(), b"Application/Avro") == event
 
@@ -187,12 +188,12 @@ def old_order_bytes(fields_to_write: dict) -> bytes:
 def test_an_order_written_with_the_earlier_schema_decodes_with_no_email():
     value = old_order_bytes(
         {
-            "id": "e-1",
+            "id": "0b9f6c1e-3c5a-4d0e-9a57-2f1f0c8d6e11",
             "type": "order.placed",
             "version": 1,
             "occurred_at": datetime(2026, 11, 24, 18, 0, tzinfo=UTC),
             "data": {
-                "order_id": "o-7",
+                "order_id": ORDER_ID,
                 "customer_name": "Ada",
                 "address": "Via Roma 1",
                 "lines": [
@@ -211,14 +212,14 @@ def test_an_order_written_with_the_earlier_schema_decodes_with_no_email():
 
     event = decode(value, CONTENT_TYPE_AVRO)
 
-    assert event.id == "e-1"
-    assert event.payload.order_id == "o-7"
+    assert event.id == "0b9f6c1e-3c5a-4d0e-9a57-2f1f0c8d6e11"
+    assert event.payload.order_id == ORDER_ID
     assert event.payload.lines == [OrderLine(3, "Pizza", 2, Decimal("8.50"), Decimal("2.00"))]
     assert event.payload.total == Decimal("17.00")
     assert getattr(event.payload, "email", None) is None
 
 
-GOOD = Event(PaymentSucceeded("o-1", Decimal("9.99"), "4242")).to_avro()
+GOOD = Event(PaymentSucceeded(ORDER_ID, Decimal("9.99"), "4242")).to_avro()
 
 
 @pytest.mark.parametrize(
@@ -226,7 +227,7 @@ GOOD = Event(PaymentSucceeded("o-1", Decimal("9.99"), "4242")).to_avro()
     [
         (GOOD, "text/plain", "unknown content type 'text/plain'"),
         (GOOD, "application/x-protobuf", "unknown content type"),
-        (Event(DeliveryClaimed("o-1", "c")).to_json(), CONTENT_TYPE_AVRO, "not Avro single-object encoding"),
+        (Event(DeliveryClaimed(ORDER_ID, "c")).to_json(), CONTENT_TYPE_AVRO, "not Avro single-object encoding"),
         (GOOD, None, "not JSON"),  # Avro bytes without their header
         (b"\xc3\x01", CONTENT_TYPE_AVRO, "not Avro single-object encoding"),
         (b"\xc3\x01" + b"\x00" * 8 + b"\x02x", CONTENT_TYPE_AVRO, "unknown Avro schema fingerprint 0000000000000000"),

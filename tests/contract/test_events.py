@@ -2,17 +2,24 @@
 
 import dataclasses
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from contract.events import Event, InvalidEvent, OrderLine, OrderPlaced, PaymentSucceeded, decode
 
+ORDER_ID = "5f0c1d9e-0000-4000-8000-000000000001"
+
 
 def order_placed() -> Event:
     return Event(
         OrderPlaced(
-            "o-1", "Ada", "Via Roma 1", [OrderLine(1, "Pizza", 2, Decimal("8.50"), Decimal("2.40"))], Decimal("17.00")
+            ORDER_ID,
+            "Ada",
+            "Via Roma 1",
+            [OrderLine(1, "Pizza", 2, Decimal("8.50"), Decimal("2.40"))],
+            Decimal("17.00"),
         )
     )
 
@@ -27,7 +34,7 @@ def test_an_event_round_trips_through_json_with_exact_money():
 
 
 def test_payment_is_keyed_by_its_order():
-    assert Event(PaymentSucceeded("o-9", Decimal("1"), "4242")).key == "o-9"
+    assert Event(PaymentSucceeded(ORDER_ID, Decimal("1"), "4242")).key == ORDER_ID
 
 
 def envelope_with(**changes) -> bytes:
@@ -56,9 +63,22 @@ def envelope_with(**changes) -> bytes:
         (envelope_with(id=...), "envelope misses id"),
         (envelope_with(data__address=...), "data.address is missing"),
         (envelope_with(data__total=12.5), "data.total must be a decimal string"),
-        (envelope_with(data__total="NaN"), "not finite"),
+        (envelope_with(data__total="NaN"), "data.total is not a number: 'NaN'"),
         (envelope_with(data__lines__0__quantity="2"), "data.lines[0].quantity must be an integer"),
         (envelope_with(occurred_at="yesterday"), "bad occurred_at"),
+        # What both formats can carry (Avro's types), so what JSON takes too.
+        (envelope_with(type=["order.placed"]), "unknown event type"),
+        (envelope_with(version=True), "unknown event type 'order.placed' version True"),
+        (envelope_with(id="e-1"), "id is not a uuid: 'e-1'"),
+        (envelope_with(data__order_id="o-1"), "data.order_id is not a uuid"),
+        (envelope_with(data__total="17.001"), "data.total has more than 2 decimal places"),
+        (envelope_with(data__total="1e12"), "data.total has more than 10 digits before the point"),
+        (envelope_with(data__total="1_700"), "data.total is not a number"),
+        (envelope_with(data__lines__0__quantity=2**63), "data.lines[0].quantity is out of range"),
+        (envelope_with(data__address="Via\x00Roma"), "data.address contains NUL"),
+        (envelope_with(occurred_at="0001-01-01T00:00:00+14:00"), "bad occurred_at: .* out of range in UTC"),
+        (b"[" * 100_000, "not JSON"),
+        (b"1" * 5000, "not JSON"),
     ],
     # Named by what they hold, not by their bytes: an id with a random event id would differ
     # between pytest-xdist's workers, which must collect the same tests.
@@ -67,6 +87,15 @@ def envelope_with(**changes) -> bytes:
 def test_malformed_events_are_refused_with_the_reason(value, reason):
     with pytest.raises(InvalidEvent, match=reason.replace("[", r"\[").replace("]", r"\]")):
         decode(value)
+
+
+def test_ids_are_handed_on_in_their_canonical_form_and_times_in_utc():
+    # Every consumer then names an order alike (a live page's stream, a row), and a time
+    # without an offset is what our producers mean by it: UTC.
+    event = decode(envelope_with(data__order_id=ORDER_ID.upper(), occurred_at="2026-11-24T18:00:00"))
+    assert event.payload.order_id == ORDER_ID
+    assert event.occurred_at == datetime(2026, 11, 24, 18, tzinfo=UTC)
+    assert decode(envelope_with(occurred_at="2026-11-24T19:00:00+01:00")).occurred_at.tzinfo is UTC
 
 
 def test_an_order_without_email_decodes_with_none_and_older_events_lacking_the_field_still_decode():

@@ -88,7 +88,7 @@ FILES = {
             projection_class = DishTallyProjection
         """,
     "run.py": """
-        import io, json, sys
+        import io, json, sys, uuid
         from decimal import Decimal
 
         import django
@@ -119,11 +119,11 @@ FILES = {
         call_command("init_kafka", stdout=io.StringIO())
         steps = {}
         for n, quantity in enumerate((1, 2, 3)):
-            place(f"order-{n}", quantity)
+            place(str(uuid.uuid4()), quantity)
         assert get_publisher().flush(10) == 0
         steps["first"] = (consume("--until-caught-up"), tally())
         steps["again"] = (consume("--until-caught-up"), tally())
-        place("order-3", 4)
+        place(str(uuid.uuid4()), 4)
         assert get_publisher().flush(10) == 0
         steps["one more"] = (consume("--until-caught-up"), tally())
         steps["replay"] = (consume("--replay"), tally())

@@ -52,8 +52,8 @@ def test_poison_events_go_to_the_dead_letter_topic_with_the_error_and_the_stream
     kafka.produce_raw(
         PAYMENTS,
         b"k3",
-        b'{"id": "2", "type": "payment.succeeded", "version": 1, '
-        b'"occurred_at": "2026-01-01T00:00:00+00:00", "data": {"order_id": "k3"}}',
+        b'{"id": "0b9f6c1e-3c5a-4d0e-9a57-2f1f0c8d6e11", "type": "payment.succeeded", "version": 1, '
+        b'"occurred_at": "2026-01-01T00:00:00+00:00", "data": {"order_id": "5f0c1d9e-0000-4000-8000-000000000003"}}',
     )
     failing = publish_order("boom")
     good_after = publish_order()
