@@ -47,6 +47,11 @@ class StatsSocket(LiveStreamSocket):
         if self.stream is not None:
             cluster_watch().ensure_running(wanted=lambda: feeds.is_followed(stats_stream()))
 
+    async def disconnect(self, code: int) -> None:
+        await super().disconnect(code)
+        if not feeds.is_followed(stats_stream()):
+            cluster_watch().stop()
+
     async def read(self, stream: str, changed: frozenset[str] | None, followers: list) -> dict[str, str] | None:
         if changed is not None and not changed:
             return None  # a round for a socket that just opened: its page is read for it

@@ -74,9 +74,17 @@ class Loop:
 
     def close(self) -> None:
         stop_bridge()  # it reads the broker and topics of this test only
+        self.run(_cancel_the_rest())  # as asyncio.run ends: no task is left pending on a closed loop
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
 
 
 @pytest.fixture

@@ -68,3 +68,19 @@ def test_the_watch_hands_on_each_change_once_and_stops_when_nobody_watches():
     asyncio.run(run())
     assert seen == [healthy, down, healthy]
     assert watch.last is None  # a watch started later begins afresh
+
+
+def test_a_stopped_watch_ends_at_once_though_it_was_asleep_between_reads():
+    watch = ClusterWatch(every=3600, on_change=lambda health: None, read=lambda: ClusterHealth(brokers_live=(1,)))
+
+    async def run() -> asyncio.Task:
+        watch.ensure_running(wanted=lambda: True)
+        task = watch._task
+        await asyncio.sleep(0.05)  # it has read once and sleeps for an hour
+        watch.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        return task
+
+    task = asyncio.run(run())
+    assert task.cancelled()
+    assert watch.last is None
