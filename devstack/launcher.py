@@ -39,7 +39,7 @@ from devstack.children import APP, KAFKA, POSTGRES, REDIS, SETUP, Child, Watcher
 from devstack.kafka_cluster import LocalCluster
 from devstack.kafka_node import LocalKafka
 from devstack.local_server import PortTaken
-from devstack.ports import held
+from devstack.ports import held, reserve
 from devstack.postgres_server import LocalPostgres
 from devstack.redis_server import LocalRedis
 
@@ -244,6 +244,7 @@ def main() -> int:
         if clustered and "CELERY_BROKER_URL" not in os.environ:
             fixed.append(("Redis", int(os.environ.get("REDIS_PORT", "6379")), "REDIS_PORT"))
         check_ports(fixed)
+        reserve(port for _, port, _ in fixed)  # the web binds its own last: no server picks it first
 
         if own_kafka:
             if clustered:

@@ -10,7 +10,9 @@ parity (here bind to port 0 gets odd ports, connect() even ones) until one half 
 free_port() picks outside that range, where neither goes, at random; what is left (two
 callers of free_port() choosing the same port) the servers handle by starting again on
 another port (devstack.local_server), unless the port was named by the user: that one is
-never moved.
+never moved. The ports a process will bind later, not yet bound (the launcher's web on PORT,
+started after Kafka), it reserves first, and free_port() never picks them: CI once saw the
+embedded broker's controller, picked free, take the PORT the web was to listen on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -29,6 +32,12 @@ ADDRESS_IN_USE = "Address already in use"
 # A private generator: Hypothesis seeds the global one in every test, which would make every
 # pytest process pick the same "random" ports.
 _chance = random.SystemRandom()
+_reserved: set[int] = set()
+
+
+def reserve(ports: Iterable[int]) -> None:
+    """Ports this process will bind itself later: free_port() does not pick them."""
+    _reserved.update(ports)
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -52,7 +61,7 @@ def free_port() -> int:
     for _ in range(200) if ranges else ():
         chosen = _chance.choice(ranges)
         port = _chance.randrange(chosen.start, chosen.stop)
-        if bindable(port):
+        if port not in _reserved and bindable(port):
             return port
     # Nothing outside the ephemeral range (a machine configured so): the kernel's choice.
     with socket.socket() as sock:

@@ -32,14 +32,17 @@ class MakeRun:
         self.process: subprocess.Popen | None = None
 
     def pick_ports(self) -> None:
-        self.port = free_port_block(2)
-        self.kafka_port = free_port_block(3)
+        # One block for all of them: blocks picked one by one could overlap (PORT + 1 the
+        # second web, KAFKA_PORT + 1 and + 2 the other nodes), as nothing binds them before
+        # the launcher starts.
+        first = free_port_block(7)
+        self.port, self.kafka_port = first, first + 2
         self.url = f"http://127.0.0.1:{self.port}"
         self.env.update(
             PORT=str(self.port),
             KAFKA_PORT=str(self.kafka_port),
-            POSTGRES_PORT=str(free_port_block(1)),
-            REDIS_PORT=str(free_port_block(1)),
+            POSTGRES_PORT=str(first + 5),
+            REDIS_PORT=str(first + 6),
         )
 
     def start(self, timeout: float = 180, attempts: int = 3) -> None:

@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.kafka_node import free_port
+from devstack.ports import free_ports
 from harness.http_client import logged_in, order_and_pay
 
 pytestmark = pytest.mark.system
@@ -44,8 +44,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("foodsite-home")
     log = home / "launcher.log"
-    port = free_port()
-    env = {**os.environ, "FOODSITE_HOME": str(home), "PORT": str(port), "KAFKA_PORT": str(free_port())}
+    port, kafka_port = free_ports(2)  # two picks of free_port() alone could be the same port
+    env = {**os.environ, "FOODSITE_HOME": str(home), "PORT": str(port), "KAFKA_PORT": str(kafka_port)}
     for name in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR", "LOG_FORMAT"):
         env.pop(name, None)  # the launcher's own broker and metrics directory, as `make run`
     with log.open("wb") as sink:

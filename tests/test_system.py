@@ -20,7 +20,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from devstack.kafka_node import free_port
+from devstack.ports import free_ports
 from harness.browser import launch_chromium
 from harness.http_client import logged_in, order_and_pay
 
@@ -45,8 +45,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("foodsite-home")
     log = home / "launcher.log"
-    port = free_port()
-    env = {**os.environ, "FOODSITE_HOME": str(home), "PORT": str(port), "KAFKA_PORT": str(free_port())}
+    port, kafka_port = free_ports(2)  # two picks of free_port() alone could be the same port
+    env = {**os.environ, "FOODSITE_HOME": str(home), "PORT": str(port), "KAFKA_PORT": str(kafka_port)}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the launcher starts its own broker, as `make run` does
     with log.open("wb") as sink:
         process = subprocess.Popen(

@@ -14,10 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devstack import ports
 from devstack.kafka_cluster import LocalCluster
 from devstack.kafka_node import LocalKafka
 from devstack.local_server import PortTaken
-from devstack.ports import bindable, ephemeral_range, free_port, held, port_taken_in
+from devstack.ports import bindable, ephemeral_range, free_port, held, port_taken_in, reserve
 from devstack.postgres_server import LocalPostgres
 from devstack.redis_server import LocalRedis
 
@@ -165,3 +166,15 @@ def test_a_cluster_port_the_user_named_is_not_moved(tmp_path):
                 cluster.wait_ready(timeout=120)
         finally:
             cluster.stop()
+
+
+def test_a_port_reserved_for_later_is_never_picked_though_nothing_holds_it(monkeypatch):
+    # The launcher reserves PORT before it starts Kafka, whose controller takes a free port:
+    # without the reservation, that pick could be the web's port (CI saw it once).
+    first = free_port()
+    while not (bindable(first + 1) and bindable(first + 2)):
+        first = free_port()
+    monkeypatch.setattr(ports, "_pickable", lambda: [range(first, first + 3)])
+    monkeypatch.setattr(ports, "_reserved", set())
+    reserve([first, first + 1])
+    assert {free_port() for _ in range(30)} == {first + 2}
