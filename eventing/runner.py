@@ -16,6 +16,7 @@ what should follow a change (the project's live pages).
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import time
@@ -33,7 +34,7 @@ from eventing.offsets import OffsetStore, PartitionFenced, Position
 from eventing.projection import TRANSIENT_ERRORS, ConsumedEvent, InvalidEvent, Projection
 from eventing.topics import group_name, leader_moving, logical_name, redrive_topic, topic_name
 
-__all__ = ["ConsumerRunner", "DeadLetterLimitExceeded", "RunStats"]
+__all__ = ["ConsumerRunner", "DeadLetterLimitExceeded", "RunStats", "freeze_startup_objects"]
 
 # Named as before the split into packages: deployments filter their logs on it.
 log = logging.getLogger("foodsite.kafka.runner")
@@ -391,6 +392,17 @@ class ConsumerRunner:
             key = (logical_name(tp.topic), tp.partition)
             self._positions[key] = stored.get(key)
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, stored.get(key, OFFSET_BEGINNING)))
+
+
+def freeze_startup_objects() -> None:
+    """For a process that consumes from now on: put what start-up left alive (Django, the apps,
+    the settings: most of the heap) out of the cycle collector's reach. Each full collection
+    walked all of it again, ~35 ms each, 8% of the stats consumer's CPU (gc.callbacks, 100,000
+    events); batches of events make collections frequent. Objects frozen are still freed when
+    their last reference goes; only cycles among them stay. Process-wide: call it from a
+    process's entry point (ConsumerCommand), not from code a test suite runs many times."""
+    gc.collect()
+    gc.freeze()
 
 
 def _without(events: list[ConsumedEvent], failed: list[tuple[ConsumedEvent, str]]) -> list[ConsumedEvent]:
