@@ -202,7 +202,7 @@ def run_child(kind: str, env: dict, events: int, batch_size: int, tree: Path = B
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
-def run_quix(env: dict, events: int, prefix: str, run_name: str, work: Path) -> dict:
+def run_quix(env: dict, events: int, prefix: str, run_name: str, work: Path, decode: str = "contract") -> dict:
     """(d) the Quix Streams peer (bench/quix_peer.py) in its own virtualenv, into an output
     topic of its own; its result is that topic added up, read committed."""
     from quix_peer import quix_python
@@ -214,7 +214,7 @@ def run_quix(env: dict, events: int, prefix: str, run_name: str, work: Path) -> 
         str(BASE_DIR / "bench" / "quix_peer.py"),
         *("--bootstrap", env["KAFKA_BOOTSTRAP_SERVERS"], "--events", str(events)),
         *("--orders", f"{prefix}orders", "--payments", f"{prefix}payments", "--output", output),
-        *("--group", f"{prefix}{run_name}", "--state-dir", str(state_dir)),
+        *("--group", f"{prefix}{run_name}", "--state-dir", str(state_dir), "--decode", decode),
     ]
     done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -292,8 +292,9 @@ def spread(values: list[float]) -> dict:
 
 # Variants: the runner in production settings (DEBUG off, as the web bench runs), and in
 # make run's default (DEBUG on: Django logs every query); the Quix Streams peer.
-VARIANTS = ("bare", "sqlite", "sqlite-debug", "postgres", "quix")
+VARIANTS = ("bare", "sqlite", "sqlite-debug", "postgres", "quix", "quix-json")
 RUNNERS = ("sqlite", "sqlite-debug", "postgres")
+PEERS = ("quix", "quix-json")  # the Quix Streams peer decoding with contract.events, or with Quix's JSON
 
 
 def bench(
@@ -354,8 +355,9 @@ def bench(
                     child_env["FOODSITE_HOME"] = str(home)
                 if kind == "postgres":
                     child_env["DATABASE_URL"] = fresh_postgres_database(database_url, f"bench_{uuid.uuid4().hex[:8]}")
-                if kind == "quix":
-                    result = run_quix(child_env, produced, prefix, f"r{n}quix", Path(work))
+                if kind in PEERS:
+                    decode = "contract" if kind == "quix" else "plain-json"
+                    result = run_quix(child_env, produced, prefix, f"r{n}{kind}", Path(work), decode)
                 else:
                     result = run_child(
                         "bare" if kind == "bare" else "runner",
@@ -367,6 +369,10 @@ def bench(
                 timed = result.get("timed_events", result["events"])
                 result["rate"] = timed / result["seconds"]
                 result["cpu_us_per_event"] = result["cpu_seconds"] / timed * 1e6
+                # Without the first and last twentieth: the rate once running, before the end
+                # (the Quix peer's last tenth waits for more input: a 1 s poll, buffer by buffer).
+                middle = [sample["rate"] for sample in result["samples"][1:-1]] or [result["rate"]]
+                result["steady_rate"] = statistics.median(middle)
                 result["load_average"] = os.getloadavg()
                 runs[variant].append(result)
                 print(
@@ -415,11 +421,14 @@ def bench(
             entry["ratio"] = spread(
                 [run["rate"] / bare["rate"] for run, bare in zip(runs[variant], runs["bare"], strict=True)]
             )
-        if kind in RUNNERS and "quix" in runs:
-            pairs = list(zip(runs[variant], runs["quix"], strict=True))
-            entry["rate_to_quix"] = spread([run["rate"] / quix["rate"] for run, quix in pairs])
-            entry["rss_to_quix"] = spread([run["peak_rss_mb"] / quix["peak_rss_mb"] for run, quix in pairs])
-            entry["cpu_to_quix"] = spread([run["cpu_us_per_event"] / quix["cpu_us_per_event"] for run, quix in pairs])
+        entry["steady_rate"] = spread([run["steady_rate"] for run in runs[variant]])
+        for peer in PEERS:
+            if kind in RUNNERS and peer in runs:
+                pairs = list(zip(runs[variant], runs[peer], strict=True))
+                entry[f"to_{peer}"] = {
+                    figure: spread([run[figure] / other[figure] for run, other in pairs])
+                    for figure in ("rate", "steady_rate", "peak_rss_mb", "cpu_us_per_event")
+                }
         report["variants"][variant] = entry
     if not exact:
         report["mismatch"] = {
@@ -435,31 +444,40 @@ def print_report(report: dict) -> None:
         f"{report['events']:,} events, batch {report['batch_size']}, {report['rounds']} rounds alternated; "
         f"load average at the end {', '.join(f'{x:.1f}' for x in report['load_average'])}"
     )
-    print(
-        f"{'':<36}{'events/s (median, min-max)':>30}{'ratio to (a)':>18}{'ratio to Quix':>18}"
-        f"{'peak RSS (max)':>18}{'RSS / Quix':>18}{'CPU us/event':>14}{'CPU / Quix':>18}  load average per round"
-    )
     names = {
         "bare": "bare loop + decode",
         "sqlite": "runner, SQLite",
         "sqlite-debug": "runner, SQLite, DEBUG on",
         "postgres": "runner, PostgreSQL",
         "quix": "Quix Streams, exactly-once",
+        "quix-json": "Quix Streams, its JSON, unchecked",
     }
 
-    def ratio_text(ratio: dict | None) -> str:
-        return f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else ""
-
-    for variant, entry in report["variants"].items():
+    def name_of(variant: str) -> str:
         kind, _, tree = variant.partition("@")
-        rate, rss = entry["rate"], entry["peak_rss_mb"]
-        name = names[kind] + (" (baseline)" if tree else "")
+        return names[kind] + (" (baseline)" if tree else "")
+
+    def text(figures: dict, digits: int = 0) -> str:
+        return f"{figures['median']:,.{digits}f} ({figures['min']:,.{digits}f}-{figures['max']:,.{digits}f})"
+
+    print(
+        f"{'median (min-max) of the rounds':<38}{'events/s':>26}{'steady events/s':>26}{'CPU us/event':>20}"
+        f"{'peak RSS MB':>16}  load average per round"
+    )
+    for variant, entry in report["variants"].items():
         print(
-            f"{name:<36}{rate['median']:>14,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f})"
-            f"{ratio_text(entry.get('ratio')):>18}{ratio_text(entry.get('rate_to_quix')):>18}"
-            f"{rss['median']:>10.0f} MB ({rss['max']:.0f}){ratio_text(entry.get('rss_to_quix')):>18}"
-            f"{entry['cpu_us_per_event']['median']:>14.1f}{ratio_text(entry.get('cpu_to_quix')):>18}"
+            f"{name_of(variant):<38}{text(entry['rate']):>26}{text(entry['steady_rate']):>26}"
+            f"{text(entry['cpu_us_per_event'], 1):>20}{text(entry['peak_rss_mb']):>16}"
             f"  {', '.join(f'{x:.1f}' for x in entry['load_average'])}"
+        )
+    ratios = [(v, peer) for v, entry in report["variants"].items() for peer in PEERS if f"to_{peer}" in entry]
+    if ratios:
+        print(f"{'ratios, round by round':<52}{'events/s':>20}{'steady events/s':>20}{'peak RSS':>20}{'CPU':>20}")
+    for variant, peer in ratios:
+        to = report["variants"][variant][f"to_{peer}"]
+        print(
+            f"{name_of(variant) + ' / ' + peer:<52}{text(to['rate'], 2):>20}{text(to['steady_rate'], 2):>20}"
+            f"{text(to['peak_rss_mb'], 2):>20}{text(to['cpu_us_per_event'], 2):>20}"
         )
     for variant, entry in report["variants"].items():
         if variant != "bare":

@@ -15,8 +15,10 @@ while the order waits for its payment, or "paid" while the payment waits for its
 then "counted"), one output record per paid order, a checkpoint every 5 s (Quix's
 default), every other setting Quix's default. Events are decoded and checked with
 `contract.events.decode`, as the stats runner does: the same job, so the difference is
-the machinery. consumer_bench.py adds up the output topic (read committed) and checks it
-against the ground truth, as it does the runner's tables.
+the machinery. `--decode plain-json` (the bench's `quix-json`) reads them with Quix's own
+JSON deserializer (orjson) as unchecked dicts instead, as a new user would first write it:
+what the contract's checks cost. consumer_bench.py adds up the output topic (read
+committed) and checks it against the ground truth, as it does the runner's tables.
 
 Prints one JSON line: events, seconds (first event to the last checkpoint's commit), the
 RSS and rate samples and the peak RSS (VmHWM), as the bench's other children do.
@@ -29,7 +31,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 QUIX_VENV = BASE_DIR / ".local" / "quix-venv"
@@ -52,14 +57,42 @@ def quix_python() -> Path:
     return python
 
 
+def contract_reader() -> Callable[[Any, list | None], tuple[str, dict | None]]:
+    """Events decoded and checked by contract.events, as the stats runner does."""
+    from contract.events import OrderPlaced, PaymentSucceeded, decode
+
+    def read(value: bytes, headers: list | None) -> tuple[str, dict | None]:
+        content_type = next((v for k, v in headers or () if k == "content-type"), None)
+        payload = decode(value, content_type=content_type).payload
+        if isinstance(payload, OrderPlaced):
+            lines = [[line.dish_id, line.quantity] for line in payload.lines]
+            return "placed", {"lines": lines, "total": str(payload.total), "food_cost": str(payload.food_cost)}
+        return ("paid" if isinstance(payload, PaymentSucceeded) else "other"), None
+
+    return read
+
+
+def plain_json_reader() -> Callable[[Any, list | None], tuple[str, dict | None]]:
+    """Quix's own JSON deserializer (orjson) and the envelope read as a dict, unchecked: what a
+    new user would write first. A malformed event fails the application instead."""
+
+    def read(envelope: dict, headers: list | None) -> tuple[str, dict | None]:
+        if envelope["type"] == "order.placed":
+            data = envelope["data"]
+            lines = [[line["dish_id"], line["quantity"]] for line in data["lines"]]
+            food_cost = sum((Decimal(line["unit_cost"]) * line["quantity"] for line in data["lines"]), Decimal("0"))
+            return "placed", {"lines": lines, "total": data["total"], "food_cost": str(food_cost)}
+        return ("paid" if envelope["type"] == "payment.succeeded" else "other"), None
+
+    return read
+
+
 def run(args: argparse.Namespace) -> dict:
     from quixstreams import Application, State
 
     sys.path.insert(0, str(BASE_DIR))  # contract/ (no Django) and the bench's Sampler
     sys.path.insert(0, str(BASE_DIR / "bench"))
     from consumer_bench import Sampler
-
-    from contract.events import OrderPlaced, PaymentSucceeded, decode
 
     app = Application(
         broker_address=args.bootstrap,
@@ -70,14 +103,16 @@ def run(args: argparse.Namespace) -> dict:
         state_dir=args.state_dir,
         loglevel="WARNING",  # its INFO lines are per partition and checkpoint, none per event
     )
-    orders = app.topic(args.orders, key_deserializer="str", value_deserializer="bytes")
-    payments = app.topic(args.payments, key_deserializer="str", value_deserializer="bytes")
+    deserializer = "bytes" if args.decode == "contract" else "json"
+    orders = app.topic(args.orders, key_deserializer="str", value_deserializer=deserializer)
+    payments = app.topic(args.payments, key_deserializer="str", value_deserializer=deserializer)
     output = app.topic(args.output, key_serializer="str", value_serializer="json")
+    read = contract_reader() if args.decode == "contract" else plain_json_reader()
 
     sampler = Sampler(args.events)
     seen = [0]
 
-    def count_paid(value: bytes, key: str, timestamp: int, headers: list | None, state: State) -> dict | None:
+    def count_paid(value: Any, key: str, timestamp: int, headers: list | None, state: State) -> dict | None:
         """The order's output record once both of its events are in; None until then and for
         every later copy (the state remembers that it counted)."""
         if not seen[0]:
@@ -86,12 +121,9 @@ def run(args: argparse.Namespace) -> dict:
         sampler.seen(seen[0])
         if seen[0] >= args.events:
             app.stop()  # after this event; the last checkpoint is committed on the way out
-        content_type = next((v for k, v in headers or () if k == "content-type"), None)
-        payload = decode(value, content_type=content_type).payload
+        kind, order = read(value, headers)
         saved = state.get("order")
-        if isinstance(payload, OrderPlaced):
-            lines = [[line.dish_id, line.quantity] for line in payload.lines]
-            order = {"lines": lines, "total": str(payload.total), "food_cost": str(payload.food_cost)}
+        if kind == "placed":
             if saved is None:
                 state.set("order", order)
                 return None
@@ -99,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
                 state.set("order", {"counted": True})
                 return {"order_id": key, **order}
             return None  # a copy, or counted already
-        if isinstance(payload, PaymentSucceeded):
+        if kind == "paid":
             if saved is None:
                 state.set("order", {"paid": True})
                 return None
@@ -127,6 +159,12 @@ def main() -> None:
     parser.add_argument("--group", help="a consumer group of its own")
     parser.add_argument("--state-dir", help="a fresh directory for the RocksDB state")
     parser.add_argument("--events", type=int, help="stop after this many events")
+    parser.add_argument(
+        "--decode",
+        choices=["contract", "plain-json"],
+        default="contract",
+        help="contract.events.decode (the runner's, the default) or Quix's JSON deserializer, unchecked",
+    )
     args = parser.parse_args()
     if args.setup:
         print(quix_python())
