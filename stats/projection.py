@@ -181,7 +181,7 @@ def _state_preps(connection: BaseDatabaseWrapper) -> list[Callable[[Any], Any] |
         )
     return [
         _stored_uuid(connection),  # order_id: a UUID
-        partial(connection.ops.adapt_json_value, encoder=meta.get_field("lines").encoder),  # lines: a list
+        _lines_prep(connection),
         decimal,
         decimal,
         None,  # placed, paid, counted: bools, as they are
@@ -189,6 +189,14 @@ def _state_preps(connection: BaseDatabaseWrapper) -> list[Callable[[Any], Any] |
         None,
         _paid_at_prep(connection),
     ]
+
+
+def _lines_prep(connection: BaseDatabaseWrapper) -> Callable[[list], Any]:
+    """lines (a list) as JSONField.get_db_prep_save gives it; the empty list of every order
+    paid before it was placed encoded once per batch, not once per row."""
+    adapt = partial(connection.ops.adapt_json_value, encoder=SalesOrder._meta.get_field("lines").encoder)
+    empty = adapt([])
+    return lambda lines: adapt(lines) if lines else empty
 
 
 def _paid_at_prep(connection: BaseDatabaseWrapper) -> Callable[[datetime], Any]:
@@ -281,8 +289,9 @@ class _Sales:
 
     def add(self, order: OrderPlaced | None, row: _Known | None, paid_at: datetime | None) -> None:
         if order is not None:
-            total, cost = order.total, order.food_cost
             lines = [(ln.dish_id, ln.name, ln.quantity, ln.price, ln.cost) for ln in order.lines]
+            # OrderPlaced.food_cost, from the line costs just computed rather than again.
+            total, cost = order.total, sum((line[4] for line in lines), ZERO)
         else:  # placed in an earlier batch: its lines were kept on the row
             total, cost = row.total, row.food_cost
             lines = [(d, n, q, Decimal(p), Decimal(c)) for d, n, q, p, c in row.lines]
