@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_LIBS := .local/kafka/libs
+QUIX_VENV := .local/quix-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test bench setup lint system-deps server-deps bench-deps clean
@@ -24,7 +25,7 @@ test: setup system-deps
 
 # Every benchmark, one table, bench/results/<date>.json (see bench/README.md); about 10-15
 # minutes on 2 cores. `make bench BENCH_ARGS=--full` for the issue's sizes.
-bench: setup server-deps bench-deps
+bench: setup server-deps bench-deps $(QUIX_VENV)/.installed
 	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 setup: $(VENV)/.installed $(KAFKA_LIBS)/.fetched
@@ -61,6 +62,11 @@ VEGETA_VERSION := v12.13.0
 bench-deps: .local/bin/vegeta
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+# The consumer bench's peer, Quix Streams, in a virtualenv of its own: it pins an older
+# confluent-kafka than requirements.txt (bench/quix_peer.py --setup; the bench does it too).
+$(QUIX_VENV)/.installed: bench/quix-requirements.txt
+	$(PYTHON) bench/quix_peer.py --setup
 
 .local/bin/vegeta:
 	@command -v go >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq golang-go; }

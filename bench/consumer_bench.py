@@ -58,6 +58,11 @@ def peak_rss_mb() -> float:
     return rss_mb("VmHWM")
 
 
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 class Sampler:
     """RSS and rate every `every` events: a flat line is a consumer that does not grow."""
 
@@ -65,6 +70,8 @@ class Sampler:
         self.every = max(total // 20, 1)
         self.samples: list[dict] = []
         self.first: float | None = None
+        self.untimed = 0  # events in before the clock started (the runner's first batch)
+        self._cpu_at_start = 0.0
         self._next = self.every
         self._last = (0, 0.0)
 
@@ -72,8 +79,15 @@ class Sampler:
         """The consume phase starts now, with `done` events already in (the first batch)."""
         if self.first is None:
             self.first = time.monotonic()
+            self._cpu_at_start = cpu_seconds()
+            self.untimed = done
             self._last = (done, 0.0)
             self._next = done + self.every
+
+    def cpu(self) -> float:
+        """CPU seconds of the whole process (every thread, librdkafka's too) since start(): on
+        a shared machine, steadier than the rate, which counts the time waiting for a core."""
+        return cpu_seconds() - self._cpu_at_start
 
     def seen(self, done: int) -> None:
         if done < self._next:
@@ -115,15 +129,16 @@ def child_bare(total: int, batch_size: int) -> dict:
                 seen += 1
         if seen:
             sampler.seen(seen)
-    elapsed = time.monotonic() - sampler.first
+    elapsed, cpu = time.monotonic() - sampler.first, sampler.cpu()
     consumer.close()
-    return {"events": seen, "seconds": elapsed, "samples": sampler.samples}
+    return {"events": seen, "seconds": elapsed, "cpu_seconds": cpu, "samples": sampler.samples}
 
 
 def child_runner(total: int, batch_size: int) -> dict:
     """(b, c) the stats service: ConsumerRunner + SalesProjection, offsets in the same transaction."""
     from django.db import connection
 
+    from eventing import runner as runner_module
     from eventing.runner import ConsumerRunner, RunStats
     from stats.projection import SalesProjection
     from stats.selectors import dish_sales, sales_totals
@@ -134,7 +149,7 @@ def child_runner(total: int, batch_size: int) -> dict:
 
     def on_batch(stats: RunStats) -> None:
         done = stats.applied + stats.skipped
-        sampler.start(done)  # the first batch's own time is lost: close enough at 1000/200000
+        sampler.start(done)  # the clock starts after the first batch: its events are not counted in the rate
         batch_sizes.append(done - done_before[0])
         done_before[0] = done
         sampler.seen(done)
@@ -144,12 +159,16 @@ def child_runner(total: int, batch_size: int) -> dict:
             sampler.samples[-1]["query_log_mb"] = round(sum(len(q["sql"]) for q in connection.queries_log) / 1e6, 1)
 
     runner = ConsumerRunner(SalesProjection(), batch_size=batch_size, on_batch=on_batch)
+    if hasattr(runner_module, "freeze_startup_objects"):  # as the consume_* commands do (a --baseline may predate it)
+        runner_module.freeze_startup_objects()
     stats = runner.run(until_caught_up=True)
-    elapsed = time.monotonic() - sampler.first
+    elapsed, cpu = time.monotonic() - sampler.first, sampler.cpu()
     totals = sales_totals()
     return {
         "events": stats.applied + stats.skipped,
+        "timed_events": stats.applied + stats.skipped - sampler.untimed,
         "seconds": elapsed,
+        "cpu_seconds": cpu,
         "samples": sampler.samples,
         "batches": stats.batches,
         "full_batches": sum(1 for size in batch_sizes if size >= batch_size),
@@ -185,6 +204,78 @@ def run_child(kind: str, env: dict, events: int, batch_size: int, tree: Path = B
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+def run_quix(env: dict, events: int, prefix: str, run_name: str, work: Path, decode: str = "contract") -> dict:
+    """(d) the Quix Streams peer (bench/quix_peer.py) in its own virtualenv, into an output
+    topic of its own; its result is that topic added up, read committed."""
+    from quix_peer import quix_python
+
+    output = f"{prefix}{run_name}-paid"
+    state_dir = work / f"{run_name}-state"
+    command = [
+        str(quix_python()),
+        str(BASE_DIR / "bench" / "quix_peer.py"),
+        *("--bootstrap", env["KAFKA_BOOTSTRAP_SERVERS"], "--events", str(events)),
+        *("--orders", f"{prefix}orders", "--payments", f"{prefix}payments", "--output", output),
+        *("--group", f"{prefix}{run_name}", "--state-dir", str(state_dir), "--decode", decode),
+    ]
+    done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"quix peer failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["result"] = paid_orders_on(env["KAFKA_BOOTSTRAP_SERVERS"], output)
+    return result
+
+
+def paid_orders_on(bootstrap: str, topic: str) -> dict:
+    """The output topic of the Quix peer added up as the stats tables are, read committed
+    to its end: totals, units per dish, and the records that repeat an order (must be 0)."""
+    from collections import Counter
+    from decimal import Decimal
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            # The end: its position stays before the last transaction's commit marker.
+            "enable.partition.eof": True,
+        }
+    )
+    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    orders: set[str] = set()
+    records, revenue, food_cost, dishes = 0, Decimal("0"), Decimal("0"), Counter()
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 120
+    while len(at_end) < len(partitions):
+        if time.monotonic() > deadline:
+            sys.exit(f"the Quix peer's output {topic}: no end of partitions {set(partitions) - at_end} within 120 s")
+        for message in reader.consume(1000, 0.5):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(message.partition())
+                continue
+            record = json.loads(message.value())
+            records += 1
+            orders.add(record["order_id"])
+            revenue += Decimal(record["total"])
+            food_cost += Decimal(record["food_cost"])
+            for dish_id, quantity in record["lines"]:
+                dishes[dish_id] += quantity
+    reader.close()
+    return {
+        "orders": len(orders),
+        "revenue": str(revenue),
+        "food_cost": str(food_cost),
+        "dishes": {str(k): v for k, v in sorted(dishes.items())},
+        "repeated_records": records - len(orders),
+    }
+
+
 def fresh_postgres_database(url: str, name: str) -> str:
     """Create database `name` on the server of `url`; the URL of the new database."""
     import psycopg
@@ -202,8 +293,10 @@ def spread(values: list[float]) -> dict:
 
 
 # Variants: the runner in production settings (DEBUG off, as the web bench runs), and in
-# make run's default (DEBUG on: Django logs every query).
-VARIANTS = ("bare", "sqlite", "sqlite-debug", "postgres")
+# make run's default (DEBUG on: Django logs every query); the Quix Streams peer.
+VARIANTS = ("bare", "sqlite", "sqlite-debug", "postgres", "quix", "quix-json")
+RUNNERS = ("sqlite", "sqlite-debug", "postgres")
+PEERS = ("quix", "quix-json")  # the Quix Streams peer decoding with contract.events, or with Quix's JSON
 
 
 def bench(
@@ -237,7 +330,7 @@ def bench(
     os.environ.update(env)
     variants = [v for v in variants if v != "postgres" or database_url]
     if baseline is not None:  # the same runner variants with the baseline's code, alternated
-        variants += [f"{v}@baseline" for v in variants if v != "bare"]
+        variants += [f"{v}@baseline" for v in variants if v in RUNNERS]
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     try:
         setup_django(work)
@@ -264,18 +357,32 @@ def bench(
                     child_env["FOODSITE_HOME"] = str(home)
                 if kind == "postgres":
                     child_env["DATABASE_URL"] = fresh_postgres_database(database_url, f"bench_{uuid.uuid4().hex[:8]}")
-                result = run_child(
-                    "bare" if kind == "bare" else "runner",
-                    child_env,
-                    produced,
-                    batch_size,
-                    baseline if tree else BASE_DIR,
-                )
-                result["rate"] = result["events"] / result["seconds"]
+                if kind in PEERS:
+                    decode = "contract" if kind == "quix" else "plain-json"
+                    result = run_quix(child_env, produced, prefix, f"r{n}{kind}", Path(work), decode)
+                else:
+                    result = run_child(
+                        "bare" if kind == "bare" else "runner",
+                        child_env,
+                        produced,
+                        batch_size,
+                        baseline if tree else BASE_DIR,
+                    )
+                timed = result.get("timed_events", result["events"])
+                result["rate"] = timed / result["seconds"]
+                result["cpu_us_per_event"] = result["cpu_seconds"] / timed * 1e6
+                # Without the first and last twentieth: the rate once running, before the end
+                # (the Quix peer's last tenth waits for more input: a 1 s poll, buffer by buffer).
+                middle = [sample["rate"] for sample in result["samples"][1:-1]] or [result["rate"]]
+                result["steady_rate"] = statistics.median(middle)
+                result["load_average"] = os.getloadavg()
                 runs[variant].append(result)
                 print(
-                    f"round {n + 1} {variant:<9}{result['rate']:>9,.0f} ev/s  peak RSS {result['peak_rss_mb']:.0f} MB"
-                    f"  RSS over the run {[s['rss_mb'] for s in result['samples'][::4]]}",
+                    f"round {n + 1} {variant:<9}{result['rate']:>9,.0f} ev/s"
+                    f" ({result['cpu_us_per_event']:.0f} us CPU/event)"
+                    f"  peak RSS {result['peak_rss_mb']:.0f} MB"
+                    f"  RSS over the run {[s['rss_mb'] for s in result['samples'][::4]]}"
+                    f"  load average {result['load_average'][0]:.1f}",
                     flush=True,
                 )
     finally:
@@ -284,7 +391,13 @@ def bench(
 
     expected = stream.truth.as_result()
     keys = ("orders", "revenue", "food_cost", "dishes")
-    exact = all(run["result"][k] == expected[k] for v in variants[1:] for run in runs[v] for k in keys)
+    checked = [v for v in variants if v != "bare"]
+    exact = all(
+        run["result"][k] == expected[k] and not run["result"].get("repeated_records")
+        for v in checked
+        for run in runs[v]
+        for k in keys
+    )
     report = {
         "events": produced,
         "batch_size": batch_size,
@@ -298,19 +411,31 @@ def bench(
         entry = {
             "rate": spread(rates),
             "peak_rss_mb": spread([run["peak_rss_mb"] for run in runs[variant]]),
+            "cpu_us_per_event": spread([run["cpu_us_per_event"] for run in runs[variant]]),
+            "load_average": [run["load_average"][0] for run in runs[variant]],
             "samples": runs[variant][-1]["samples"],
         }
-        if variant != "bare":
+        kind = variant.partition("@")[0]
+        if kind in RUNNERS:
             entry["full_batch_share"] = spread([run["full_batches"] / run["batches"] for run in runs[variant]])
-            # Each round's ratio against the bare loop of the same round.
+        # Each round's ratios against the bare loop and the Quix peer of the same round.
+        if kind != "bare" and "bare" in runs:
             entry["ratio"] = spread(
                 [run["rate"] / bare["rate"] for run, bare in zip(runs[variant], runs["bare"], strict=True)]
             )
+        entry["steady_rate"] = spread([run["steady_rate"] for run in runs[variant]])
+        for peer in PEERS:
+            if kind in RUNNERS and peer in runs:
+                pairs = list(zip(runs[variant], runs[peer], strict=True))
+                entry[f"to_{peer}"] = {
+                    figure: spread([run[figure] / other[figure] for run, other in pairs])
+                    for figure in ("rate", "steady_rate", "peak_rss_mb", "cpu_us_per_event")
+                }
         report["variants"][variant] = entry
     if not exact:
         report["mismatch"] = {
             "expected": {k: expected[k] for k in keys},
-            "got": [runs[v][-1]["result"] for v in variants[1:]],
+            "got": {v: runs[v][-1]["result"] for v in checked},
         }
     return report
 
@@ -321,30 +446,46 @@ def print_report(report: dict) -> None:
         f"{report['events']:,} events, batch {report['batch_size']}, {report['rounds']} rounds alternated; "
         f"load average at the end {', '.join(f'{x:.1f}' for x in report['load_average'])}"
     )
-    print(f"{'':<34}{'events/s (median, min-max)':>30}{'ratio to (a)':>22}{'peak RSS':>16}")
     names = {
         "bare": "bare loop + decode",
         "sqlite": "runner, SQLite",
         "sqlite-debug": "runner, SQLite, DEBUG on",
         "postgres": "runner, PostgreSQL",
+        "quix": "Quix Streams, exactly-once",
+        "quix-json": "Quix Streams, its JSON, unchecked",
     }
-    for variant, entry in report["variants"].items():
+
+    def name_of(variant: str) -> str:
         kind, _, tree = variant.partition("@")
-        rate, rss = entry["rate"], entry["peak_rss_mb"]
-        ratio = entry.get("ratio")
-        ratio_text = f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else ""
-        name = names[kind] + (" (baseline)" if tree else "")
+        return names[kind] + (" (baseline)" if tree else "")
+
+    def text(figures: dict, digits: int = 0) -> str:
+        return f"{figures['median']:,.{digits}f} ({figures['min']:,.{digits}f}-{figures['max']:,.{digits}f})"
+
+    print(
+        f"{'median (min-max) of the rounds':<38}{'events/s':>26}{'steady events/s':>26}{'CPU us/event':>20}"
+        f"{'peak RSS MB':>16}  load average per round"
+    )
+    for variant, entry in report["variants"].items():
         print(
-            f"{name:<36}{rate['median']:>12,.0f} ({rate['min']:,.0f}-{rate['max']:,.0f})"
-            f"{ratio_text:>22}{rss['median']:>10.0f} MB ({rss['max']:.0f})"
+            f"{name_of(variant):<38}{text(entry['rate']):>26}{text(entry['steady_rate']):>26}"
+            f"{text(entry['cpu_us_per_event'], 1):>20}{text(entry['peak_rss_mb']):>16}"
+            f"  {', '.join(f'{x:.1f}' for x in entry['load_average'])}"
+        )
+    ratios = [(v, peer) for v, entry in report["variants"].items() for peer in PEERS if f"to_{peer}" in entry]
+    if ratios:
+        print(f"{'ratios, round by round':<52}{'events/s':>20}{'steady events/s':>20}{'peak RSS':>20}{'CPU':>20}")
+    for variant, peer in ratios:
+        to = report["variants"][variant][f"to_{peer}"]
+        print(
+            f"{name_of(variant) + ' / ' + peer:<52}{text(to['rate'], 2):>20}{text(to['steady_rate'], 2):>20}"
+            f"{text(to['peak_rss_mb'], 2):>20}{text(to['cpu_us_per_event'], 2):>20}"
         )
     for variant, entry in report["variants"].items():
         if variant != "bare":
             print(f"{variant}: RSS over the run {[s['rss_mb'] for s in entry['samples']]}")
-            print(
-                f"{' ' * len(variant)}  batches full: {entry['full_batch_share']['median']:.0%}, "
-                f"events/s per 5% of the run {[s['rate'] for s in entry['samples']]}"
-            )
+            full = f"batches full: {entry['full_batch_share']['median']:.0%}, " if "full_batch_share" in entry else ""
+            print(f"{' ' * len(variant)}  {full}events/s per 5% of the run {[s['rate'] for s in entry['samples']]}")
     print(f"exactly-once check against the produced ground truth: {'OK' if report['exactly_once'] else 'MISMATCH'}")
     if not report["exactly_once"]:
         print(report["mismatch"])

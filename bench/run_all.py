@@ -40,7 +40,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
     "tiny": {
         "serialization": ["serialization_bench.py", "--events", "500", "--repeat", "1"],
         "recommendations": ["recommendations_bench.py", "--orders", "500"],
-        "consumer": ["consumer_bench.py", "--events", "2000", "--rounds", "1", "--bootstrap", "{bootstrap}"],
+        "consumer": ["consumer_bench.py", "--events", "2000", "--rounds", "1", "--bootstrap", "{bootstrap}",
+                     "--variants", "bare,sqlite,quix,quix-json"],
         "replay": ["replay_bench.py", "--events", "2000", "--runs", "1", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "3", "--load", "10", "--backlog", "30"],
         "live-production": ["live_latency.py", "--orders", "3", "--load", "10", "--backlog", "30",
@@ -53,8 +54,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
     "default": {
         "serialization": ["serialization_bench.py", "--events", "20000", "--repeat", "3"],
         "recommendations": ["recommendations_bench.py", "--orders", "50000"],
-        "consumer": ["consumer_bench.py", "--events", "100000", "--rounds", "2", "--bootstrap", "{bootstrap}",
-                     "--database-url", "{database_url}"],
+        "consumer": ["consumer_bench.py", "--events", "100000", "--rounds", "3", "--bootstrap", "{bootstrap}",
+                     "--variants", "bare,sqlite,quix,quix-json", "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "200000", "--runs", "1", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "30", "--load", "100", "--backlog", "1000"],
         "live-production": ["live_latency.py", "--orders", "30", "--load", "100", "--backlog", "1000",
@@ -68,7 +69,7 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "serialization": ["serialization_bench.py", "--events", "100000", "--repeat", "7"],
         "recommendations": ["recommendations_bench.py", "--orders", "200000"],
         "consumer": ["consumer_bench.py", "--events", "1000000", "--rounds", "3", "--bootstrap", "{bootstrap}",
-                     "--database-url", "{database_url}"],
+                     "--variants", "bare,sqlite,quix,quix-json", "--database-url", "{database_url}"],
         "replay": ["replay_bench.py", "--events", "1000000", "--runs", "2", "--bootstrap", "{bootstrap}"],
         "live": ["live_latency.py", "--orders", "60", "--load", "100", "--backlog", "1000"],
         "live-production": ["live_latency.py", "--orders", "60", "--load", "100", "--backlog", "1000",
@@ -154,6 +155,31 @@ def consumer_rows(report: dict) -> list[Row]:
                 "< 150 MB, flat",
             )
         )
+    for peer, what in (("quix", "contract.events decode"), ("quix-json", "Quix's JSON, unchecked")):
+        if peer not in variants:
+            continue
+        quix = variants[peer]
+        rows.append(
+            Row(
+                f"consumer.{peer}",
+                f"consumer, {size}: Quix Streams peer ({what}): ev/s, steady ev/s, peak RSS",
+                f"{quix['rate']['median']:,.0f}, {quix['steady_rate']['median']:,.0f}, "
+                f"{quix['peak_rss_mb']['median']:.0f} MB",
+                quix["rate"]["median"],
+            )
+        )
+        for name, db in (("sqlite", "SQLite"), ("postgres", "PostgreSQL")):
+            if name in variants:
+                to = variants[name][f"to_{peer}"]
+                rows.append(
+                    Row(
+                        f"consumer.{name}.{peer}",
+                        f"consumer, {size}: stats runner on {db} / {peer}: ev/s, steady ev/s, peak RSS (min-max)",
+                        f"{spread(to['rate'])}; {spread(to['steady_rate'])}; {spread(to['peak_rss_mb'])}",
+                        to["rate"]["median"],
+                        ">= 1.5; >= 1.5; <= 0.33",
+                    )
+                )
     rows.append(
         Row("consumer.exact", "consumer: exactly-once check", "OK" if report["exactly_once"] else "MISMATCH", goal="OK")
     )

@@ -364,6 +364,8 @@ def _decoder(cls: type) -> Coercer:
         for f in dataclasses.fields(cls)
     ]
 
+    build = _builder(cls)
+
     def decode_object(data: Any) -> Any:
         if not isinstance(data, dict):
             raise _Bad("", "is not an object")
@@ -376,9 +378,29 @@ def _decoder(cls: type) -> Coercer:
                     raise bad.under(f".{name}") from None
             elif not optional:  # an optional field added later has a default: older events lack it
                 raise _Bad(f".{name}", "is missing")
-        return cls(**kwargs)
+        return build(kwargs)
 
     return decode_object
+
+
+def _builder(cls: type) -> Callable[[dict], Any]:
+    """cls(**kwargs) for checked values. A frozen dataclass's __init__ sets each field through
+    object.__setattr__: 0.7 us an OrderLine, a fifth of decoding an order.placed. Filling its
+    __dict__ (defaults first) makes the same object (equal, same hash) in a quarter of that;
+    a class with a __post_init__ or a default_factory keeps its __init__."""
+    all_fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or any(f.default_factory is not dataclasses.MISSING for f in all_fields):
+        return lambda kwargs: cls(**kwargs)
+    defaults = {f.name: f.default for f in all_fields if f.default is not dataclasses.MISSING}
+    new = object.__new__
+
+    def build(kwargs: dict) -> Any:
+        instance = new(cls)
+        instance.__dict__.update(defaults)
+        instance.__dict__.update(kwargs)
+        return instance
+
+    return build
 
 
 def _coercer(hint: Any, where: str) -> Coercer:

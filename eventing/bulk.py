@@ -38,8 +38,10 @@ def insert_many(
     rows: list[tuple],
     preps: Sequence[Callable[[Any], Any] | None] | None = None,
 ) -> None:
-    """INSERT rows (tuples of values for `fields`) with one executemany: bulk_create without
-    building a model instance and its SQL per row, which dominated the stats consumer.
+    """INSERT rows (tuples of values for `fields`): bulk_create without building a model
+    instance and its SQL per row, which dominated the stats consumer. On PostgreSQL one
+    statement, a column per array (INSERT ... SELECT * FROM UNNEST, as bulk_create does since
+    Django 5.2); elsewhere one executemany, a loop in the driver's C (SQLite's).
 
     `preps`, one per field, turn a value into what the field's get_db_prep_save would pass to
     the driver, for a caller that knows its values' types and can do it cheaper (None: the
@@ -50,19 +52,22 @@ def insert_many(
     connection = connections[router.db_for_write(model)]
     quote = connection.ops.quote_name
     columns = [meta.get_field(name) for name in fields]
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c.column) for c in columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
-    )
     if preps is None:
         preps = [partial(column.get_db_prep_save, connection=connection) for column in columns]
     # Column by column: a column passed as it is costs nothing per value. None is NULL for
     # every field type: skip the field's conversion chain for it.
     values = zip(*rows, strict=True)
     prepared = [
-        column if prep is None else [value if value is None else prep(value) for value in column]
+        list(column) if prep is None else [value if value is None else prep(value) for value in column]
         for prep, column in zip(preps, values, strict=True)
     ]
-    params = list(zip(*prepared, strict=True))
+    into = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c.column) for c in columns)})"
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor == "postgresql" and len(rows) > 1:
+            # psycopg's executemany sends a statement per row, each composed in Python: 500
+            # rows took 19 ms, this 8 (a batch of the stats consumer; 14 of its 52 us per event).
+            # The array type without its size: varchar[] takes a varchar(50)'s values.
+            arrays = ", ".join(f"%s::{column.db_type(connection).split('(')[0]}[]" for column in columns)
+            cursor.execute(f"{into} SELECT * FROM UNNEST({arrays})", prepared)
+        else:
+            cursor.executemany(f"{into} VALUES ({', '.join(['%s'] * len(columns))})", list(zip(*prepared, strict=True)))

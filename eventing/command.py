@@ -10,7 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from eventing.projection import Projection
-from eventing.runner import ConsumerRunner, DeadLetterLimitExceeded, RunStats
+from eventing.runner import ConsumerRunner, DeadLetterLimitExceeded, RunStats, freeze_startup_objects
 from eventing.topics import admin_client
 
 BATCH_SIZE = 1000
@@ -62,6 +62,8 @@ class ConsumerCommand(BaseCommand):
             runner.reset()
             runner.on_batch = progress_bar(runner.backlog(), lambda text: self.stderr.write(text, ending=""))
         runner.install_signal_handlers()
+        if getattr(self, "_called_from_command_line", False):  # set by run_from_argv: manage.py consume_*
+            freeze_startup_objects()  # this process is the consumer from now on; not call_command's caller
         try:
             stats = runner.run(until_caught_up=until_caught_up or replay)
         except DeadLetterLimitExceeded as exc:  # logged by the runner; exit non-zero

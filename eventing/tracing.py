@@ -188,6 +188,9 @@ class JsonLogFormatter(logging.Formatter):
             "process": getattr(record, "process_name", PROCESS_NAME),
             "pid": record.process,
         }
+        trace_ids = getattr(record, "trace_ids", None)
+        if trace_ids and not entry["trace_id"]:  # a consumer's line about several orders' events
+            entry["trace_ids"] = trace_ids
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

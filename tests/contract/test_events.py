@@ -114,3 +114,18 @@ def test_an_order_email_round_trips():
 def test_an_optional_field_still_refuses_the_wrong_type():
     with pytest.raises(InvalidEvent, match=r"data\.email must be a string"):
         decode(envelope_with(data__email=42))
+
+
+def test_a_decoded_payload_is_the_same_frozen_value_its_class_builds():
+    """Decoding fills the dataclasses' __dict__ instead of calling their __init__ (for speed):
+    the objects must be indistinguishable, defaults and frozenness included."""
+    older = decode(envelope_with(data__email=...)).payload  # the optional field from its default
+    lines = [OrderLine(**vars(line)) for line in older.lines]  # through the classes' __init__
+    built = OrderPlaced(**{**vars(older), "lines": lines})
+    assert vars(older) == vars(built)
+    assert [vars(line) for line in older.lines] == [vars(line) for line in lines]
+    assert hash(older.lines[0]) == hash(lines[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        older.total = 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        older.lines[0].quantity = 0

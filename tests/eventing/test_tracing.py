@@ -10,16 +10,19 @@ import re
 import secrets
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from contract.events import Event, OrderPlaced
 from devstack.kafka_node import free_port
 from eventing import tracing
 from eventing.models import OutboxEvent
 from eventing.outbox import relay_pending
-from eventing.producer import reset_publisher
+from eventing.producer import get_publisher, reset_publisher
 from harness.factories import DishFactory
 from stats.projection import SalesProjection
 
@@ -63,8 +66,41 @@ def test_an_order_relayed_after_an_outage_keeps_its_requests_trace_to_the_consum
 
     caplog.clear()
     kafka.drain(SalesProjection())
-    applied = [r for r in caplog.records if "applied order.placed" in r.getMessage()]
-    assert [r.trace_id for r in applied] == [trace_id]
+    applied = [r for r in caplog.records if f"stats applied 1 event of orders[{message.partition()}]" in r.getMessage()]
+    assert [r.getMessage().rsplit(": ", 1)[1] for r in applied] == [f"order.placed {order_id}@{message.offset()}"]
+    assert [r.trace_id for r in applied] == [trace_id]  # the line's only trace: the record's own
+
+
+def test_a_consumer_logs_its_batch_a_line_per_32_events_of_a_partition_each_with_its_order_and_trace(kafka, caplog):
+    caplog.set_level(logging.INFO)
+    traces = {}
+    for _ in range(100):
+        trace = tracing.new_trace()
+        order_id = str(uuid.uuid4())
+        with tracing.use(trace):
+            get_publisher().publish(Event(OrderPlaced(order_id, "Ada", "Via Roma 1", [], Decimal("0"))))
+        traces[order_id] = trace.trace_id
+    caplog.clear()
+
+    kafka.drain(SalesProjection())
+
+    lines = [r for r in caplog.records if r.name == "foodsite.kafka.events"]
+    named = []  # (order, trace): a line's events each name their trace, or the line has one for all
+    for line in lines:
+        header, items = line.getMessage().split(": ", 1)
+        events = [
+            re.fullmatch(r"order\.placed (\S+)@\d+(?: trace=([0-9a-f]{32}))?", item) for item in items.split(", ")
+        ]
+        assert all(events), items
+        assert len(events) <= 32
+        assert re.fullmatch(rf"\S*stats applied {len(events)} events? of \S+\[\d\]", header)
+        named += [(event.group(1), event.group(2) or line.trace_id) for event in events]
+        assert line.trace_ids == sorted({trace for _, trace in named[-len(events) :]})
+        as_json = json.loads(tracing.JsonLogFormatter().format(line))
+        assert as_json["trace_id"] == (line.trace_id or None)
+        assert as_json.get("trace_ids", line.trace_ids) == line.trace_ids  # several traces: all of them
+    assert sorted(named) == sorted(traces.items())
+    assert len(lines) < 100 / 8  # a line per event before: 3 partitions of ~33 events, 6 lines or so
 
 
 def test_a_request_without_a_valid_traceparent_starts_a_trace_of_its_own(client, kafka):
