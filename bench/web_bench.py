@@ -53,6 +53,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -158,6 +159,7 @@ def open_loop(url: str, rate: int, seconds: float) -> dict:
         report = json.loads(
             subprocess.run([VEGETA, "report", "-type=json", str(results)], check=True, capture_output=True).stdout
         )
+        hops = hops_of(results)
     latencies = report["latencies"]
     errors = sum(n for code, n in report["status_codes"].items() if code != "302")
     return {
@@ -169,7 +171,61 @@ def open_loop(url: str, rate: int, seconds: float) -> dict:
         "p99": latencies["99th"] / 1e6,
         "max": latencies["max"] / 1e6,
         "errors": errors,
+        **({"hops": hops} if hops else {}),
     }
+
+
+HOPS = ("to the handler", "in the handler, before the view", "the view", "back to the client")
+
+
+def hops_of(results: Path) -> dict | None:
+    """Where the requests' time went, from the Server-Timing headers of a web with
+    SERVER_TIMING=1 (--hops): from vegeta's send to the ASGI handler's start (the kernel, daphne
+    parsing, the event loop), in the handler before the view (waiting for a sync thread, the
+    body, the middleware above the metrics'), the view (the middleware below, the order's
+    work and its database), and the rest (the answer through daphne back to vegeta). Means
+    over the requests around the median (45th-55th percentile) and over the slowest 1%, in ms;
+    None if the answers carry no such header."""
+    encoded = subprocess.run([VEGETA, "encode", "--to", "json", str(results)], check=True, capture_output=True)
+    rows = []
+    for line in encoded.stdout.splitlines():
+        result = json.loads(line)
+        timings = dict(
+            (part.split(";")[0], part) for value in (result.get("headers") or {}).get("Server-Timing", []) for part in
+            value.split(",")
+        )  # fmt: skip
+        if "handler" not in timings or "app" not in timings:
+            continue
+        handler = re.search(r'dur=([\d.]+);desc="([\d.]+)"', timings["handler"])
+        app = float(re.search(r"dur=([\d.]+)", timings["app"]).group(1))
+        sent = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", result["timestamp"])).timestamp()
+        latency = result["latency"] / 1e6
+        to_handler = (float(handler.group(2)) - sent) * 1000
+        in_handler = float(handler.group(1))
+        rows.append((latency, (to_handler, in_handler - app, app, latency - to_handler - in_handler)))
+    if not rows:
+        return None
+    rows.sort()
+
+    def means(part: list) -> dict:
+        return {hop: statistics.fmean(r[1][n] for r in part) for n, hop in enumerate(HOPS)}
+
+    middle = rows[int(0.45 * len(rows)) : max(int(0.55 * len(rows)), int(0.45 * len(rows)) + 1)]
+    slowest = rows[int(0.99 * len(rows)) :]
+    return {"median": means(middle), "slowest_1pct": means(slowest), "slowest_1pct_latency": rows[-len(slowest)][0]}
+
+
+def hops_text(step: dict) -> str:
+    hops = step.get("hops")
+    if not hops:
+        return ""
+    return (
+        "; "
+        + ", ".join(
+            f"{which} " + " / ".join(f"{hops[which][hop]:.1f}" for hop in HOPS) for which in ("median", "slowest_1pct")
+        )
+        + " ms (to handler / waiting in it / view / back)"
+    )
 
 
 HELD_RATE_SHARE = 0.95  # vegeta must have sent at least this share of the rate asked
@@ -275,8 +331,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--variants",
-        help="instead of the cross product above: comma-separated database:kafka:processes[:threads], "
-        "e.g. sqlite:up:1,postgres:up:2",
+        help="instead of the cross product above: comma-separated database:kafka:processes[:threads[:NAME=VALUE...]] "
+        "(the web processes' environment), e.g. sqlite:up:1,postgres:up:2,postgres:up:1:4:KAFKA_LINGER_MS=5",
     )
     parser.add_argument(
         "--baseline",
@@ -299,6 +355,11 @@ def main() -> None:
     parser.add_argument("--capacity-max", type=int, default=1000)
     parser.add_argument("--capacity-seconds", type=float, default=10, help="per step (the issue's bound: 30)")
     parser.add_argument("--bound-ms", type=float, default=50, help="the p99 a step must stay under")
+    parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="web processes with SERVER_TIMING=1: each open loop splits its median and slowest 1%% by hop",
+    )
     parser.add_argument("--no-durable", dest="durable", action="store_false", help="PostgreSQL with fsync off")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
@@ -309,11 +370,14 @@ def main() -> None:
     if args.variants:
         variants = []
         for spec in args.variants.split(","):
-            db, kafka, processes, threads = ([*spec.split(":"), "default"])[:4]
-            variants.append({"database": db, "kafka": kafka, "processes": int(processes), "threads": threads})
+            db, kafka, processes, threads, *settings = [*spec.split(":"), "default"][: max(4, spec.count(":") + 1)]
+            extra = dict(setting.split("=", 1) for setting in settings)
+            variants.append(
+                {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads, "env": extra}
+            )
     else:
         variants = [
-            {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads}
+            {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads, "env": {}}
             for db in args.databases.split(",")
             for kafka in args.kafka.split(",")
             for processes in args.processes.split(",")
@@ -340,6 +404,7 @@ def main() -> None:
         "DJANGO_SECURE_COOKIES": "0",
         "DJANGO_STATIC_ROOT": str(home / "static"),
         "DEMO_PASSWORD": uuid.uuid4().hex,
+        **({"SERVER_TIMING": "1"} if args.hops else {}),
     }
     database_urls = {"sqlite": f"sqlite:///{home / 'bench.sqlite3'}"}
     load_before = load_average()
@@ -370,6 +435,7 @@ def main() -> None:
                 }
                 if variant["threads"] != "default":
                     env["WEB_SYNC_THREADS"] = variant["threads"]
+                env.update(variant["env"])
                 measured: dict = {"load_average": load_average()}
                 web = Web(env, variant["processes"], Path(variant["tree"]) if variant["tree"] else BASE_DIR)
                 try:
@@ -377,14 +443,14 @@ def main() -> None:
                         measured["trivial"] = closed_loop(web.url, "trivial", args.clients, args.seconds)
                         measured["order"] = closed_loop(web.url, "order", args.clients, args.seconds)
                         measured["ratio"] = measured["order"]["rps"] / measured["trivial"]["rps"]
+                    meter = CpuMeter(
+                        [process.pid for process in web.processes],
+                        postgres.process.pid if postgres is not None else None,
+                        broker.process.pid,
+                    )
                     if args.rate:
-                        measured["open"] = open_loop(web.url, args.rate, args.open_seconds)
+                        measured["open"] = metered_open_loop(web.url, args.rate, args.open_seconds, meter)
                     if args.capacity:
-                        meter = CpuMeter(
-                            [process.pid for process in web.processes],
-                            postgres.process.pid if postgres is not None else None,
-                            broker.process.pid,
-                        )
                         measured["capacity"] = capacity(web.url, args, meter)
                 finally:
                     web.stop()
@@ -478,6 +544,24 @@ class CpuMeter:
         return {**figures, "others": busy - sum(figures.values()), "machine": busy}
 
 
+def metered_open_loop(url: str, rate: int, seconds: float, meter: CpuMeter) -> dict:
+    """open_loop, with the CPU each part of the stack spent per order meanwhile, and the cores
+    the rest of the machine used."""
+    before, started = meter.read(), time.monotonic()
+    step = open_loop(url, rate, seconds)
+    after, elapsed = meter.read(), time.monotonic() - started
+    cpu_ms = {role: 1000 * (after[role] - before[role]) / max(step["requests"], 1) for role in before}
+    return {**step, "cpu_ms_per_order": cpu_ms, "others_cores": (after["others"] - before["others"]) / elapsed}
+
+
+def cpu_text(step: dict) -> str:
+    cpu = step["cpu_ms_per_order"]
+    return (
+        f"CPU ms per order: web {cpu['web']:.2f}, postgres {cpu['postgres']:.2f}, kafka {cpu['kafka']:.2f}, "
+        f"client {cpu['client']:.2f}; the rest of the machine {step['others_cores']:.2f} cores"
+    )
+
+
 def capacity(url: str, args: argparse.Namespace, meter: CpuMeter) -> dict:
     """The round's capacity search on the server at `url` (find_capacity), each step printed
     with the CPU each part of the stack spent per order, and the cores the rest of the machine
@@ -485,22 +569,16 @@ def capacity(url: str, args: argparse.Namespace, meter: CpuMeter) -> dict:
 
     def measure(rate: int) -> tuple[bool, dict]:
         load = load_average()
-        before, started = meter.read(), time.monotonic()
-        step = open_loop(url, rate, args.capacity_seconds)
-        after, elapsed = meter.read(), time.monotonic() - started
+        step = metered_open_loop(url, rate, args.capacity_seconds, meter)
         held, why = step_held(step, rate, args.bound_ms)
-        cpu_ms = {role: 1000 * (after[role] - before[role]) / max(step["requests"], 1) for role in before}
-        others = (after["others"] - before["others"]) / elapsed
         print(
             f"  step {rate}/s: p50 {step['p50']:.1f} p99 {step['p99']:.1f} max {step['max']:.0f} ms, "
             f"sent {step['rate']:.0f}/s, {step['errors']} errors: {'held' if held else 'not held, ' + why}; "
-            f"CPU ms per order: web {cpu_ms['web']:.2f}, postgres {cpu_ms['postgres']:.2f}, "
-            f"kafka {cpu_ms['kafka']:.2f}, client {cpu_ms['client']:.2f}; the rest of the machine "
-            f"{others:.2f} cores (load average {load:.1f})",
+            f"{cpu_text(step)}{hops_text(step)} (load average {load:.1f})",
             flush=True,
         )
         time.sleep(1)  # the producer's and the outbox's tail of the step, before the next one
-        return held, {**step, "load_average": load, "why": why, "cpu_ms_per_order": cpu_ms, "others_cores": others}
+        return held, {**step, "load_average": load, "why": why}
 
     # Not counted: a server's first orders pay for what it sets up once (the producer's
     # connection to Kafka, the first statements on each connection, the allocator's arenas).
@@ -515,6 +593,7 @@ def label(variant: dict) -> str:
     threads = "" if variant["threads"] == "default" else f", {variant['threads']} threads"
     processes = "1 daphne" if variant["processes"] == 1 else f"{variant['processes']} daphnes"
     tree = f" [{Path(variant['tree']).name}]" if variant["tree"] else ""
+    tree += "".join(f", {name}={value}" for name, value in variant["env"].items())
     return f"{variant['database']}, kafka {variant['kafka']}, {processes}{threads}{tree}"
 
 
@@ -527,7 +606,10 @@ def brief(measured: dict) -> str:
         )
     if "open" in measured:
         o = measured["open"]
-        parts.append(f"open loop {o['rate']:.0f}/s: p50 {o['p50']:.1f} p99 {o['p99']:.1f} max {o['max']:.0f} ms")
+        parts.append(
+            f"open loop {o['rate']:.0f}/s: p50 {o['p50']:.1f} p99 {o['p99']:.1f} max {o['max']:.0f} ms, {cpu_text(o)}"
+            + hops_text(o)
+        )
     if "capacity" in measured:
         parts.append(f"capacity {measured['capacity']['rate']} orders/s")
     errors = sum(measured[kind]["errors"] for kind in ("trivial", "order", "open") if kind in measured)
