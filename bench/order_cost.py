@@ -45,6 +45,7 @@ import os
 import pstats
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=BASE_DIR, help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # SIGTERM as Ctrl-C: the servers it started (broker, PostgreSQL, daphne) are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.child:
         child(args)
         return

@@ -45,6 +45,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -363,6 +364,8 @@ def main() -> None:
     parser.add_argument("--no-durable", dest="durable", action="store_false", help="PostgreSQL with fsync off")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    # SIGTERM as Ctrl-C: the servers it started (broker, PostgreSQL, daphne) are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.seconds and not shutil.which("wrk"):
         sys.exit("web_bench: wrk not found (apt-get install wrk; `make bench` does)")
     if (args.rate or args.capacity) and not VEGETA.exists():
