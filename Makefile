@@ -23,7 +23,7 @@ test: setup system-deps
 	$(PY) -m pytest -m alone
 	$(PY) -m pytest --db postgres -m "db_write and not alone" -n 2 --dist loadfile
 
-# Every benchmark, one table, bench/results/<date>.json (see bench/README.md); about 10-15
+# Every benchmark, one table, bench/results/<date>.json (see bench/README.md); about 15-20
 # minutes on 2 cores. `make bench BENCH_ARGS=--full` for the issue's sizes.
 bench: setup server-deps bench-deps $(QUIX_VENV)/.installed
 	$(PY) bench/run_all.py $(BENCH_ARGS)

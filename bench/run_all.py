@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,28 @@ sys.path.insert(0, str(BASE_DIR))
 from devstack.kafka_node import LocalKafka  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
 
-STEPS = ("serialization", "recommendations", "consumer", "replay", "live", "live-production", "watchers", "web")
+STEPS = (
+    "serialization", "recommendations", "consumer", "replay", "live", "live-production", "watchers", "web",
+    "web-capacity",
+)  # fmt: skip
 WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"
+CAPACITY_VARIANTS = "sqlite:up:1,sqlite:up:2,postgres:up:1,postgres:up:2"
+# The highest rate whose order p99 stays under 50 ms (web_bench.py --capacity): steps of 5 s by
+# default, the 30 s with --full.
+CAPACITY = [
+    "--seconds",
+    "0",
+    "--rate",
+    "0",
+    "--capacity",
+    "--capacity-from",
+    "100",
+    "--capacity-step",
+    "100",
+    "--capacity-resolution",
+    "25",
+]
+CAPACITY_GOALS = {("postgres", 1): ">= 150 every round", ("postgres", 2): ">= 300 every round"}
 # Per step and size: the script and its arguments ({bootstrap} and {database_url} filled in).
 SIZES: dict[str, dict[str, list[str]]] = {
     "tiny": {
@@ -50,6 +71,9 @@ SIZES: dict[str, dict[str, list[str]]] = {
                      "--seconds", "3"],
         "web": ["web_bench.py", "--variants", "sqlite:down:1", "--seconds", "1", "--rounds", "1", "--rate", "20",
                 "--open-seconds", "1"],
+        "web-capacity": ["web_bench.py", "--variants", "sqlite:up:1", "--seconds", "0", "--rate", "0", "--capacity",
+                         "--capacity-from", "20", "--capacity-step", "20", "--capacity-resolution", "20",
+                         "--capacity-max", "40", "--capacity-seconds", "1", "--rounds", "1"],
     },
     "default": {
         "serialization": ["serialization_bench.py", "--events", "20000", "--repeat", "3"],
@@ -64,6 +88,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                      "--seconds", "30"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "5", "--rounds", "2", "--rate", "150",
                 "--open-seconds", "5"],
+        "web-capacity": ["web_bench.py", "--variants", CAPACITY_VARIANTS, *CAPACITY, "--capacity-seconds", "5",
+                         "--rounds", "2"],
     },
     "full": {
         "serialization": ["serialization_bench.py", "--events", "100000", "--repeat", "7"],
@@ -78,6 +104,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                      "--seconds", "60"],
         "web": ["web_bench.py", "--variants", WEB_VARIANTS, "--seconds", "15", "--rounds", "3", "--rate", "150",
                 "--open-seconds", "15"],
+        "web-capacity": ["web_bench.py", "--variants", CAPACITY_VARIANTS, *CAPACITY, "--capacity-seconds", "30",
+                         "--rounds", "3"],
     },
 }  # fmt: skip
 
@@ -288,6 +316,28 @@ def web_rows(report: dict) -> list[Row]:
     return rows
 
 
+def web_capacity_rows(report: dict) -> list[Row]:
+    c = report["capacity"]
+    rows = []
+    for v in report["variants"]:
+        name = f"{v['database']}, kafka {v['kafka']}, {v['processes']} daphne" + ("s" if v["processes"] > 1 else "")
+        others = [statistics.fmean(step["others_cores"] for step in r["capacity"]["steps"]) for r in v["rounds"]]
+        rows.append(
+            Row(
+                f"web-capacity.{v['database']}.{v['kafka']}.{v['processes']}",
+                f"web {name}: orders/s with p99 < {c['bound_ms']:g} ms over {c['seconds']:g} s, median (min-max)",
+                f"{v['capacity']['median']:.0f} ({v['capacity']['min']:.0f}-{v['capacity']['max']:.0f}); rounds "
+                + ", ".join(str(r["capacity"]["rate"]) for r in v["rounds"])
+                + "; the rest of the machine used "
+                + ", ".join(f"{o:.1f}" for o in others)
+                + " cores",
+                v["capacity"]["median"],
+                CAPACITY_GOALS.get((v["database"], v["processes"]), ""),
+            )
+        )
+    return rows
+
+
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "serialization": serialization_rows,
     "recommendations": recommendations_rows,
@@ -297,6 +347,7 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "live-production": live_rows,
     "watchers": watchers_rows,
     "web": web_rows,
+    "web-capacity": web_capacity_rows,
 }
 EXACT = {  # the exactly-once checks each report carries
     "consumer": lambda r: r["exactly_once"],

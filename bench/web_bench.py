@@ -1,10 +1,12 @@
 """Web benchmark: order placement against the trivial view on the same server, closed loop
 (N clients, each waiting for its answer) and open loop (orders at a fixed rate), on SQLite
-and on PostgreSQL, with Kafka up and down, one or more daphne processes.
+and on PostgreSQL, with Kafka up and down, one or more daphne processes; and the capacity at a
+latency bound: the highest fixed rate whose p99 stays under it, found by stepping the rate.
 
     .venv/bin/python bench/web_bench.py [--databases sqlite,postgres] [--kafka up,down]
         [--processes 1] [--threads default] [--clients 32] [--seconds 8] [--rounds 3]
-        [--rate 150] [--open-seconds 8] [--no-durable] [--json results.json]
+        [--rate 150] [--open-seconds 8] [--capacity] [--capacity-seconds 10] [--bound-ms 50]
+        [--no-durable] [--json results.json]
 
 Starts its own stack: a local broker, a SQLite file and/or a local PostgreSQL server
 (devstack.postgres_server, durable unless --no-durable), the demo menu, and for each variant
@@ -23,6 +25,15 @@ latencies are not bound by the client count (no coordinated omission). Each orde
 of a one-dish order with its own idempotency key and a valid CSRF token and cookie, and must
 be answered with the redirect to its order page; the trivial view is `/healthz`. Anything
 else, or a failed connection, is an error.
+
+Capacity (--capacity): on the round's fresh server, after a warm-up of 3 s at half the first
+rate (not counted), open-loop steps of --capacity-seconds each, from --capacity-from orders a
+second up by --capacity-step until a step does not hold, then halving the gap between the
+highest step that held and the lowest that did not down to --capacity-resolution. A step
+holds when every order got its redirect, vegeta sent at the rate asked (within 5%: a client
+that fell behind measured a lower rate) and the p99 stayed under --bound-ms. The round's
+figure is the highest rate that held (0 if none did). --seconds 0 skips the closed loop,
+--rate 0 the fixed-rate open loop.
 """
 
 from __future__ import annotations
@@ -32,13 +43,18 @@ import base64
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -144,6 +160,7 @@ def open_loop(url: str, rate: int, seconds: float) -> dict:
         report = json.loads(
             subprocess.run([VEGETA, "report", "-type=json", str(results)], check=True, capture_output=True).stdout
         )
+        hops = hops_of(results)
     latencies = report["latencies"]
     errors = sum(n for code, n in report["status_codes"].items() if code != "302")
     return {
@@ -155,7 +172,107 @@ def open_loop(url: str, rate: int, seconds: float) -> dict:
         "p99": latencies["99th"] / 1e6,
         "max": latencies["max"] / 1e6,
         "errors": errors,
+        **({"hops": hops} if hops else {}),
     }
+
+
+HOPS = ("to the handler", "in the handler, before the view", "the view", "back to the client")
+
+
+def hops_of(results: Path) -> dict | None:
+    """Where the requests' time went, from the Server-Timing headers of a web with
+    SERVER_TIMING=1 (--hops): from vegeta's send to the ASGI handler's start (the kernel, daphne
+    parsing, the event loop), in the handler before the view (waiting for a sync thread, the
+    body, the middleware above the metrics'), the view (the middleware below, the order's
+    work and its database), and the rest (the answer through daphne back to vegeta). Means
+    over the requests around the median (45th-55th percentile) and over the slowest 1%, in ms;
+    None if the answers carry no such header."""
+    encoded = subprocess.run([VEGETA, "encode", "--to", "json", str(results)], check=True, capture_output=True)
+    rows = []
+    for line in encoded.stdout.splitlines():
+        result = json.loads(line)
+        timings = dict(
+            (part.split(";")[0], part) for value in (result.get("headers") or {}).get("Server-Timing", []) for part in
+            value.split(",")
+        )  # fmt: skip
+        if "handler" not in timings or "app" not in timings:
+            continue
+        handler = re.search(r'dur=([\d.]+);desc="([\d.]+)"', timings["handler"])
+        app = float(re.search(r"dur=([\d.]+)", timings["app"]).group(1))
+        sent = datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", result["timestamp"])).timestamp()
+        latency = result["latency"] / 1e6
+        to_handler = (float(handler.group(2)) - sent) * 1000
+        in_handler = float(handler.group(1))
+        rows.append((latency, (to_handler, in_handler - app, app, latency - to_handler - in_handler)))
+    if not rows:
+        return None
+    rows.sort()
+
+    def means(part: list) -> dict:
+        return {hop: statistics.fmean(r[1][n] for r in part) for n, hop in enumerate(HOPS)}
+
+    middle = rows[int(0.45 * len(rows)) : max(int(0.55 * len(rows)), int(0.45 * len(rows)) + 1)]
+    slowest = rows[int(0.99 * len(rows)) :]
+    return {"median": means(middle), "slowest_1pct": means(slowest), "slowest_1pct_latency": rows[-len(slowest)][0]}
+
+
+def hops_text(step: dict) -> str:
+    hops = step.get("hops")
+    if not hops:
+        return ""
+    return (
+        "; "
+        + ", ".join(
+            f"{which} " + " / ".join(f"{hops[which][hop]:.1f}" for hop in HOPS) for which in ("median", "slowest_1pct")
+        )
+        + " ms (to handler / waiting in it / view / back)"
+    )
+
+
+HELD_RATE_SHARE = 0.95  # vegeta must have sent at least this share of the rate asked
+WARM_UP_SECONDS = 3.0
+
+
+def step_held(step: dict, rate: int, bound_ms: float) -> tuple[bool, str]:
+    """Whether an open-loop step at `rate` held the bound, and if not why."""
+    if step["errors"]:
+        return False, f"{step['errors']} errors"
+    if step["rate"] < HELD_RATE_SHARE * rate:
+        return False, f"the client sent {step['rate']:.0f}/s"
+    if step["p99"] >= bound_ms:
+        return False, f"p99 {step['p99']:.1f} ms"
+    return True, ""
+
+
+def find_capacity(
+    measure: Callable[[int], tuple[bool, dict]], start: int, step: int, resolution: int, maximum: int
+) -> tuple[int, list[dict]]:
+    """The highest rate `measure` says held, stepping up from `start` by `step` until one does
+    not hold (or `maximum`), then bisecting between the last that held and the first that did
+    not (or 0 and `start`) until they are `resolution` apart. `measure(rate)` -> (held, figures).
+    Returns that rate (0: none held) and every step's figures, in the order measured."""
+    steps: list[dict] = []
+
+    def held(rate: int) -> bool:
+        ok, figures = measure(rate)
+        steps.append({**figures, "target": rate, "held": ok})
+        return ok
+
+    passed, failed, rate = 0, None, start
+    while rate <= maximum:
+        if not held(rate):
+            failed = rate
+            break
+        passed, rate = rate, rate + step
+    while failed is not None and failed - passed > resolution:
+        middle = passed + max(resolution, (failed - passed) // 2 // resolution * resolution)
+        if middle >= failed:
+            break
+        if held(middle):
+            passed = middle
+        else:
+            failed = middle
+    return passed, steps
 
 
 class Web:
@@ -215,8 +332,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--variants",
-        help="instead of the cross product above: comma-separated database:kafka:processes[:threads], "
-        "e.g. sqlite:up:1,postgres:up:2",
+        help="instead of the cross product above: comma-separated database:kafka:processes[:threads[:NAME=VALUE...]] "
+        "(the web processes' environment), e.g. sqlite:up:1,postgres:up:2,postgres:up:1:4:KAFKA_LINGER_MS=5",
     )
     parser.add_argument(
         "--baseline",
@@ -226,25 +343,44 @@ def main() -> None:
         help="a checkout (e.g. `git archive main | tar -x -C DIR`) whose web runs each variant too, alternated",
     )
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=8, help="per closed-loop measurement")
+    parser.add_argument("--seconds", type=float, default=8, help="per closed-loop measurement (0: none)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=int, default=150, help="open loop: orders a second (0: no open loop)")
     parser.add_argument("--open-seconds", type=float, default=8)
+    parser.add_argument(
+        "--capacity", action="store_true", help="also find the highest rate whose p99 stays under --bound-ms"
+    )
+    parser.add_argument("--capacity-from", type=int, default=100, help="the first step's orders a second")
+    parser.add_argument("--capacity-step", type=int, default=50, help="orders a second added per step up")
+    parser.add_argument("--capacity-resolution", type=int, default=25, help="bisect until this close")
+    parser.add_argument("--capacity-max", type=int, default=1000)
+    parser.add_argument("--capacity-seconds", type=float, default=10, help="per step (the issue's bound: 30)")
+    parser.add_argument("--bound-ms", type=float, default=50, help="the p99 a step must stay under")
+    parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="web processes with SERVER_TIMING=1: each open loop splits its median and slowest 1%% by hop",
+    )
     parser.add_argument("--no-durable", dest="durable", action="store_false", help="PostgreSQL with fsync off")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    if not shutil.which("wrk"):
+    # SIGTERM as Ctrl-C: the servers it started (broker, PostgreSQL, daphne) are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.seconds and not shutil.which("wrk"):
         sys.exit("web_bench: wrk not found (apt-get install wrk; `make bench` does)")
-    if args.rate and not VEGETA.exists():
+    if (args.rate or args.capacity) and not VEGETA.exists():
         sys.exit(f"web_bench: {VEGETA} not found (`make bench` installs it; or --rate 0)")
     if args.variants:
         variants = []
         for spec in args.variants.split(","):
-            db, kafka, processes, threads = ([*spec.split(":"), "default"])[:4]
-            variants.append({"database": db, "kafka": kafka, "processes": int(processes), "threads": threads})
+            db, kafka, processes, threads, *settings = [*spec.split(":"), "default"][: max(4, spec.count(":") + 1)]
+            extra = dict(setting.split("=", 1) for setting in settings)
+            variants.append(
+                {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads, "env": extra}
+            )
     else:
         variants = [
-            {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads}
+            {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads, "env": {}}
             for db in args.databases.split(",")
             for kafka in args.kafka.split(",")
             for processes in args.processes.split(",")
@@ -271,6 +407,7 @@ def main() -> None:
         "DJANGO_SECURE_COOKIES": "0",
         "DJANGO_STATIC_ROOT": str(home / "static"),
         "DEMO_PASSWORD": uuid.uuid4().hex,
+        **({"SERVER_TIMING": "1"} if args.hops else {}),
     }
     database_urls = {"sqlite": f"sqlite:///{home / 'bench.sqlite3'}"}
     load_before = load_average()
@@ -301,17 +438,26 @@ def main() -> None:
                 }
                 if variant["threads"] != "default":
                     env["WEB_SYNC_THREADS"] = variant["threads"]
+                env.update(variant["env"])
+                measured: dict = {"load_average": load_average()}
                 web = Web(env, variant["processes"], Path(variant["tree"]) if variant["tree"] else BASE_DIR)
                 try:
-                    measured = {
-                        "trivial": closed_loop(web.url, "trivial", args.clients, args.seconds),
-                        "order": closed_loop(web.url, "order", args.clients, args.seconds),
-                    }
+                    if args.seconds:
+                        measured["trivial"] = closed_loop(web.url, "trivial", args.clients, args.seconds)
+                        measured["order"] = closed_loop(web.url, "order", args.clients, args.seconds)
+                        measured["ratio"] = measured["order"]["rps"] / measured["trivial"]["rps"]
+                    meter = CpuMeter(
+                        [process.pid for process in web.processes],
+                        postgres.process.pid if postgres is not None else None,
+                        broker.process.pid,
+                    )
                     if args.rate:
-                        measured["open"] = open_loop(web.url, args.rate, args.open_seconds)
+                        measured["open"] = metered_open_loop(web.url, args.rate, args.open_seconds, meter)
+                    if args.capacity:
+                        measured["capacity"] = capacity(web.url, args, meter)
                 finally:
                     web.stop()
-                measured["ratio"] = measured["order"]["rps"] / measured["trivial"]["rps"]
+                measured["load_average_after"] = load_average()
                 variant["rounds"].append(measured)
                 print(f"round {round_no + 1}: {label(variant)}: {brief(measured)}", flush=True)
     finally:
@@ -320,13 +466,18 @@ def main() -> None:
             postgres.stop()
         shutil.rmtree(home, ignore_errors=True)
 
+    kinds = [*(["trivial", "order"] if args.seconds else []), *(["open"] if args.rate else [])]
     for variant in variants:
         rounds = variant["rounds"]
-        variant["ratio"] = summary([r["ratio"] for r in rounds])
-        for kind in ("trivial", "order", *(["open"] if args.rate else [])):
+        if args.seconds:
+            variant["ratio"] = summary([r["ratio"] for r in rounds])
+        for kind in kinds:
             for figure in ("rps", "p50", "p95", "p99", *(["max"] if kind == "open" else [])):
                 variant[f"{kind}_{figure}"] = summary([r[kind][figure] for r in rounds])
             variant[f"{kind}_errors"] = sum(r[kind]["errors"] for r in rounds)
+        if args.capacity:
+            variant["capacity"] = summary([r["capacity"]["rate"] for r in rounds])
+            variant["capacity_per_round"] = [r["capacity"]["rate"] for r in rounds]
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "clients": args.clients,
@@ -334,6 +485,17 @@ def main() -> None:
         "rounds": args.rounds,
         "rate": args.rate,
         "open_seconds": args.open_seconds,
+        "capacity": (
+            {
+                "from": args.capacity_from,
+                "step": args.capacity_step,
+                "resolution": args.capacity_resolution,
+                "seconds": args.capacity_seconds,
+                "bound_ms": args.bound_ms,
+            }
+            if args.capacity
+            else None
+        ),
         "postgres_durable": args.durable,
         "load_average": [load_before, load_average()],
         "cpus": os.cpu_count(),
@@ -344,23 +506,118 @@ def main() -> None:
         args.json.write_text(json.dumps(report, indent=2))
 
 
+class CpuMeter:
+    """CPU seconds used by each part of the bench's stack, and by the rest of the machine, from
+    /proc: the web processes, PostgreSQL (the postmaster and every backend), the Kafka broker,
+    the load generator (this script's finished children: vegeta) and this script; `others` is
+    what the machine's CPUs did besides (other users of a shared machine)."""
+
+    def __init__(self, web: list[int], postgres: int | None, kafka: int) -> None:
+        self.web, self.postgres, self.kafka = web, postgres, kafka
+
+    def read(self) -> dict[str, float]:
+        tick = os.sysconf("SC_CLK_TCK")
+        stats = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # ended meanwhile
+                # ppid, then utime, stime, cutime, cstime (children it waited for)
+                stats[int(entry.name)] = (int(fields[1]), *(int(f) / tick for f in fields[11:15]))
+
+        def tree(pid: int | None) -> float:
+            if pid is None or pid not in stats:
+                return 0.0
+            own = sum(stats[pid][1:5])
+            return own + sum(sum(s[1:3]) for child, s in stats.items() if s[0] == pid)
+
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        busy = sum(int(v) for n, v in enumerate(cpu[:8]) if n not in (3, 4)) / tick  # all but idle, iowait
+        figures = {
+            "web": sum(tree(pid) for pid in self.web),
+            "postgres": tree(self.postgres),
+            "kafka": tree(self.kafka),
+            "client": client.ru_utime + client.ru_stime,
+            "bench": me.ru_utime + me.ru_stime,
+        }
+        return {**figures, "others": busy - sum(figures.values()), "machine": busy}
+
+
+def metered_open_loop(url: str, rate: int, seconds: float, meter: CpuMeter) -> dict:
+    """open_loop, with the CPU each part of the stack spent per order meanwhile, and the cores
+    the rest of the machine used."""
+    before, started = meter.read(), time.monotonic()
+    step = open_loop(url, rate, seconds)
+    after, elapsed = meter.read(), time.monotonic() - started
+    cpu_ms = {role: 1000 * (after[role] - before[role]) / max(step["requests"], 1) for role in before}
+    return {**step, "cpu_ms_per_order": cpu_ms, "others_cores": (after["others"] - before["others"]) / elapsed}
+
+
+def cpu_text(step: dict) -> str:
+    cpu = step["cpu_ms_per_order"]
+    return (
+        f"CPU ms per order: web {cpu['web']:.2f}, postgres {cpu['postgres']:.2f}, kafka {cpu['kafka']:.2f}, "
+        f"client {cpu['client']:.2f}; the rest of the machine {step['others_cores']:.2f} cores"
+    )
+
+
+def capacity(url: str, args: argparse.Namespace, meter: CpuMeter) -> dict:
+    """The round's capacity search on the server at `url` (find_capacity), each step printed
+    with the CPU each part of the stack spent per order, and the cores the rest of the machine
+    used meanwhile."""
+
+    def measure(rate: int) -> tuple[bool, dict]:
+        load = load_average()
+        step = metered_open_loop(url, rate, args.capacity_seconds, meter)
+        held, why = step_held(step, rate, args.bound_ms)
+        print(
+            f"  step {rate}/s: p50 {step['p50']:.1f} p99 {step['p99']:.1f} max {step['max']:.0f} ms, "
+            f"sent {step['rate']:.0f}/s, {step['errors']} errors: {'held' if held else 'not held, ' + why}; "
+            f"{cpu_text(step)}{hops_text(step)} (load average {load:.1f})",
+            flush=True,
+        )
+        time.sleep(1)  # the producer's and the outbox's tail of the step, before the next one
+        return held, {**step, "load_average": load, "why": why}
+
+    # Not counted: a server's first orders pay for what it sets up once (the producer's
+    # connection to Kafka, the first statements on each connection, the allocator's arenas).
+    open_loop(url, max(10, args.capacity_from // 2), WARM_UP_SECONDS)
+    rate, steps = find_capacity(
+        measure, args.capacity_from, args.capacity_step, args.capacity_resolution, args.capacity_max
+    )
+    return {"rate": rate, "steps": steps}
+
+
 def label(variant: dict) -> str:
     threads = "" if variant["threads"] == "default" else f", {variant['threads']} threads"
     processes = "1 daphne" if variant["processes"] == 1 else f"{variant['processes']} daphnes"
     tree = f" [{Path(variant['tree']).name}]" if variant["tree"] else ""
+    tree += "".join(f", {name}={value}" for name, value in variant["env"].items())
     return f"{variant['database']}, kafka {variant['kafka']}, {processes}{threads}{tree}"
 
 
 def brief(measured: dict) -> str:
-    text = (
-        f"trivial {measured['trivial']['rps']:.0f} req/s, orders {measured['order']['rps']:.0f} req/s "
-        f"(p99 {measured['order']['p99']:.0f} ms) = {measured['ratio']:.2f}"
-    )
+    parts = []
+    if "ratio" in measured:
+        parts.append(
+            f"trivial {measured['trivial']['rps']:.0f} req/s, orders {measured['order']['rps']:.0f} req/s "
+            f"(p99 {measured['order']['p99']:.0f} ms) = {measured['ratio']:.2f}"
+        )
     if "open" in measured:
         o = measured["open"]
-        text += f"; open loop {o['rate']:.0f}/s: p50 {o['p50']:.1f} p99 {o['p99']:.1f} max {o['max']:.0f} ms"
-    errors = sum(m["errors"] for m in measured.values() if isinstance(m, dict))
-    return text + (f", {errors} errors" if errors else "")
+        parts.append(
+            f"open loop {o['rate']:.0f}/s: p50 {o['p50']:.1f} p99 {o['p99']:.1f} max {o['max']:.0f} ms, {cpu_text(o)}"
+            + hops_text(o)
+        )
+    if "capacity" in measured:
+        parts.append(f"capacity {measured['capacity']['rate']} orders/s")
+    errors = sum(measured[kind]["errors"] for kind in ("trivial", "order", "open") if kind in measured)
+    load = f" (load average {measured['load_average']:.1f} -> {measured['load_average_after']:.1f})"
+    return "; ".join(parts) + (f", {errors} errors" if errors else "") + load
 
 
 def print_report(report: dict) -> None:
@@ -372,6 +629,26 @@ def print_report(report: dict) -> None:
         f"variants; PostgreSQL {durable}; DEBUG off; load average {report['load_average'][0]:.1f} -> "
         f"{report['load_average'][1]:.1f} on {report['cpus']} CPUs"
     )
+    if report["seconds"]:
+        print_closed_loop(report)
+    if report["capacity"]:
+        print_capacity(report)
+
+
+def print_capacity(report: dict) -> None:
+    c = report["capacity"]
+    print(
+        f"capacity: the highest rate whose p99 stayed under {c['bound_ms']:g} ms for {c['seconds']:g} s, "
+        f"from {c['from']} orders/s up by {c['step']}, to within {c['resolution']}"
+    )
+    print(f"{'variant':<42}{'orders/s median (min-max)':>27}  per round (load average)")
+    for v in report["variants"]:
+        rounds = ", ".join(f"{r['capacity']['rate']} ({r['load_average']:.1f})" for r in v["rounds"])
+        median = f"{v['capacity']['median']:.0f} ({v['capacity']['min']:.0f}-{v['capacity']['max']:.0f})"
+        print(f"{label(v):<42}{median:>27}  {rounds}")
+
+
+def print_closed_loop(report: dict) -> None:
     print(
         f"{'variant':<42}{'trivial/s':>10}{'orders/s':>9}{'ratio (min-max)':>18}{'p99 ms':>8}"
         f"{'open p50':>10}{'p99':>9}{'max':>8}{'errors':>7}"

@@ -191,7 +191,7 @@ class Event:
             "type": self.type,
             "version": self.version,
             "occurred_at": self.occurred_at.isoformat(),
-            "data": _to_plain(dataclasses.asdict(self.payload)),
+            "data": _to_plain(_to_dicts(self.payload)),  # asdict's deep copies: a third of the time, for nothing
         }
         return json.dumps(envelope, separators=(",", ":")).encode()
 

@@ -17,6 +17,7 @@ idempotent, as docs/architecture.md describes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from datetime import timedelta
 
 from confluent_kafka import KafkaError, Message
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Min, Q
+from django.db.models import Field, Min, Q
 from django.utils import timezone
 
 from contract.events import Event, encode
@@ -51,10 +52,17 @@ _marking = threading.Lock()
 
 def enqueue(event: Event) -> None:
     """Store the event in the caller's transaction; send it once that transaction commits."""
+    row = row_of(event)
+    row.save(force_insert=True)
+    stored(row)
+
+
+def row_of(event: Event) -> OutboxEvent:
+    """The event's outbox row, not saved yet."""
     # Encoded now, in this deployment's EVENT_FORMAT: the row keeps its content type, so a
     # relay running after a switch of format still sends it with the right header.
     value, content_type = encode(event, settings.EVENT_FORMAT)
-    row = OutboxEvent.objects.create(
+    return OutboxEvent(
         id=event.id,
         topic=event.payload.TOPIC,
         key=event.key,
@@ -62,8 +70,44 @@ def enqueue(event: Event) -> None:
         value=value,
         content_type=content_type,
         traceparent=tracing.current_traceparent(),
+        created_at=timezone.now(),
     )
-    log.info("stored %s for %s (event %s)", event.type, event.key, event.id)
+
+
+# What a caller's own statement writes of a row (insert_sql): the columns a new row has.
+INSERTED_FIELDS = ("id", "topic", "key", "event_type", "value", "content_type", "traceparent", "created_at")
+
+
+def insert_sql(*, for_each_row_of: str) -> str:
+    """SQL inserting an outbox row (its parameters: `insert_params(row)`), for a caller that
+    writes it in a statement of its own with the change it describes (PostgreSQL: one of the
+    statement's data-modifying WITH queries), once for each row of its query `for_each_row_of`
+    (one: stored; none: not). Then, after that statement, `stored(row)`.
+
+    One statement commits the change and its event together or not at all, in one round trip
+    (orders.services.place_order)."""
+    fields = _inserted_fields()
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    return (
+        f"INSERT INTO {connection.ops.quote_name(OutboxEvent._meta.db_table)} ({columns}) "
+        f"SELECT {', '.join(['%s'] * len(fields))} FROM {for_each_row_of}"
+    )
+
+
+def insert_params(row: OutboxEvent) -> list:
+    """The parameters of insert_sql's statement for `row`."""
+    return [field.get_db_prep_save(getattr(row, field.attname), connection) for field in _inserted_fields()]
+
+
+@functools.cache
+def _inserted_fields() -> list[Field]:
+    return [OutboxEvent._meta.get_field(name) for name in INSERTED_FIELDS]
+
+
+def stored(row: OutboxEvent) -> None:
+    """The row is written in the caller's transaction (or its statement committed): send it
+    once that commits."""
+    log.info("stored %s for %s (event %s)", row.event_type, row.key, row.id)
     transaction.on_commit(lambda: send([row]))
 
 

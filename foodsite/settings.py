@@ -115,6 +115,10 @@ if ON_SQLITE:
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's, with a health check of kept connections that costs no round trip
+    # (foodsite/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "foodsite.postgresql"
 
 # Threads per web process for Django's sync code (foodsite.asgi.OneThreadASGIHandler), each
 # keeping its database connection: one on SQLite (one writer at a time anyway), a few on

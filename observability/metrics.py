@@ -63,10 +63,16 @@ from eventing.models import OutboxEvent  # noqa: E402
 log = logging.getLogger("foodsite.metrics")
 
 
+_HOST = socket.gethostname()
+
+
 def _process_id() -> str:
     # The files are named after the process: host and pid, so that containers sharing the
-    # directory (each with its own pid 1) do not write the same file.
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # directory (each with its own pid 1) do not write the same file. prometheus_client asks
+    # at every increment (three per request), to notice a fork: the pid is read each time, the
+    # host once (its system call let go of the GIL each time, for the request's thread to wait
+    # to take it back).
+    return f"{_HOST}-{os.getpid()}"
 
 
 if values.ValueClass.__name__ == "MmapedValue":

@@ -30,6 +30,53 @@ def dishes_on_menu(ids: Iterable[int]) -> list[Dish]:
     return list(menu().filter(pk__in=list(ids)))
 
 
+class MenuCopy:
+    """The dishes of the menu as this process last read them, by id, to build orders from
+    without reading them for each order. An order built from a copy that is no longer what
+    the database holds (a price changed since) is not written: services.place_order's write
+    checks every ordered dish against the menu table in the same statement or transaction,
+    then reads the dishes again (`read_again`). So the copy costs a stale order a second
+    try, never a wrong price. Only dishes found on the menu are kept: it is at most the
+    menu's size, whatever ids requests name."""
+
+    def __init__(self) -> None:
+        self._dishes: dict[int, Dish] = {}  # replaced whole per dish, never changed in place
+
+    def dishes(self, ids: Iterable[int]) -> dict[int, Dish]:
+        """Those of these dishes that are on the menu, as last read (those never read, now)."""
+        ids = list(ids)
+        missing = [dish_id for dish_id in ids if dish_id not in self._dishes]
+        if missing:
+            self._keep(missing, dishes_on_menu(missing))
+        return self._held(ids)
+
+    def read_again(self, ids: Iterable[int]) -> dict[int, Dish]:
+        """Those of these dishes that are on the menu now, read from the database."""
+        ids = list(ids)
+        self._keep(ids, dishes_on_menu(ids))
+        return self._held(ids)
+
+    def _held(self, ids: list[int]) -> dict[int, Dish]:
+        return {dish_id: dish for dish_id in ids if (dish := self._dishes.get(dish_id)) is not None}
+
+    def _keep(self, ids: list[int], found: list[Dish]) -> None:
+        """`found`: those of `ids` on the menu; the others are dropped."""
+        by_id = {dish.pk: dish for dish in found}
+        for dish_id in ids:  # each a single dictionary operation: other threads read meanwhile
+            if dish_id in by_id:
+                self._dishes[dish_id] = by_id[dish_id]
+            else:
+                self._dishes.pop(dish_id, None)
+
+
+MENU = MenuCopy()
+
+
+def dishes_to_order(ids: Iterable[int]) -> dict[int, Dish]:
+    """The dishes an order of these ids is built from: the process's copy of the menu."""
+    return MENU.dishes(ids)
+
+
 def order_with_lines(order_id: str) -> Order | None:
     return Order.objects.prefetch_related("lines", "payments").filter(pk=order_id).first()
 

@@ -16,9 +16,11 @@ from recommendations import selectors as recommendation_selectors
 @require_http_methods(["GET", "POST"])
 def menu(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        # Only the dishes in the cart are read to check it; the whole menu only if the form
-        # comes back with an error (the hot path of the site reads one row per dish ordered).
-        form = OrderForm(request.POST, dishes=selectors.dishes_on_menu(OrderForm.dish_ids_in(request.POST)))
+        # The cart is checked against the process's copy of the dishes in it (the write checks
+        # them again against the database); the whole menu is read only if the form comes
+        # back with an error.
+        dishes = selectors.dishes_to_order(OrderForm.dish_ids_in(request.POST))
+        form = OrderForm(request.POST, dishes=list(dishes.values()))
         if form.is_valid():
             try:
                 order = services.place_order(

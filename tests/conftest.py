@@ -89,7 +89,8 @@ def django_db_modify_db_settings(request: pytest.FixtureRequest, tmp_path_factor
     parsed = dj_database_url.parse(server.url("foodsite"))
     # In place: Django's connection handler holds this very dict. OPTIONS are SQLite's (WAL,
     # IMMEDIATE transactions), meaningless to PostgreSQL.
-    default.update({key: parsed[key] for key in ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT")})
+    default.update({key: parsed[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")})
+    default["ENGINE"] = "foodsite.postgresql"  # as settings.py makes of a postgres:// DATABASE_URL
     default["OPTIONS"] = {}
     connections["default"].close()
     del connections["default"]  # the next use builds a PostgreSQL connection from the new settings
