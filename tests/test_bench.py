@@ -39,7 +39,10 @@ def test_consumer_bench_counts_every_event_once_in_full_batches(kafka_bootstrap,
         assert entry["full_batch_share"]["min"] >= 0.5
         # The DEBUG query log is cleared batch by batch: it never holds a run's worth.
         assert all(sample.get("queries_logged", 0) < 50 for sample in entry["samples"])
-    assert "ratio to (a)" in done.stdout
+        assert entry["ratio"]["min"] > 0  # to the bare loop of the same round
+    for row in ("bare loop + decode", "runner, SQLite ", "runner, SQLite, DEBUG on"):
+        assert row in done.stdout
+    assert "exactly-once check against the produced ground truth: OK" in done.stdout
 
 
 def test_replay_bench_rebuilds_the_projection_exactly(kafka_bootstrap, tmp_path):
