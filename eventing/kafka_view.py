@@ -20,7 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -145,6 +145,10 @@ class KafkaView:
     error: str | None = None  # "Kafka unreachable: <reason>" and nothing else shown
     took_ms: int = 0
     brokers: list[Broker] = field(default_factory=list)
+    # The metadata answered but offsets or groups did not, within the budget (a broker just
+    # killed is still named leader until the controller fences it, and requests to it wait):
+    # brokers, partitions and their warnings are shown, offsets unknown, groups left out.
+    incomplete: str | None = None
 
     @property
     def brokers_down(self) -> list[Broker]:
@@ -214,7 +218,9 @@ def kafka_view(timeout: float = TIMEOUT_S) -> KafkaView:
     except (KafkaException, concurrent.futures.TimeoutError, TimeoutError) as exc:
         view = KafkaView(error=f"Kafka unreachable: {_reason(exc)} (at {settings.KAFKA_BOOTSTRAP_SERVERS})")
         log.warning("stats page: %s", view.error)
-    return KafkaView(view.topics, view.groups, view.error, int((time.monotonic() - started) * 1000), view.brokers)
+    if view.incomplete:
+        log.warning("stats page: %s", view.incomplete)
+    return replace(view, took_ms=int((time.monotonic() - started) * 1000))
 
 
 class _Reader:
@@ -247,6 +253,19 @@ class _Reader:
 
     def read(self) -> KafkaView:
         metadata = self.admin.list_topics(timeout=self.remaining())
+        try:
+            return self.offsets_and_groups(metadata)
+        except (KafkaException, TimeoutError) as exc:
+            # What the metadata says (a broker down, partitions out of sync) is what an
+            # operator most needs while the cluster is in trouble: never hidden behind
+            # "unreachable" because the offsets' answers were slower than the budget.
+            return KafkaView(
+                _topics(metadata, {}, {}),
+                brokers=_brokers(metadata),
+                incomplete=f"offsets and consumer groups not read: {_reason(exc)}",
+            )
+
+    def offsets_and_groups(self, metadata) -> KafkaView:
         # The system's topics, in declaration order, as far as they exist.
         names = [spec.name for spec in declared_topics() if spec.name in metadata.topics]
         # An offline partition (no leader) has nobody to answer for its offsets.
@@ -287,23 +306,7 @@ class _Reader:
         }
 
         low, high = self.offsets(lows), self.offsets(highs)
-        topics = [
-            TopicOffsets(
-                logical_name(name),
-                [
-                    PartitionOffsets(
-                        p,
-                        low.get((name, p)),
-                        high.get((name, p)),
-                        leader=state.leader,
-                        replicas=tuple(state.replicas),
-                        isr=tuple(sorted(state.isrs)),
-                    )
-                    for p, state in sorted(metadata.topics[name].partitions.items())
-                ],
-            )
-            for name in names
-        ]
+        topics = _topics(metadata, low, high)
 
         stored = _stored_positions(groups)
         views = []
@@ -348,6 +351,27 @@ class _Reader:
             ]
             views.append(GroupOffsets(logical_group, state, members, rows, error))
         return KafkaView(topics, views, brokers=_brokers(metadata))
+
+
+def _topics(metadata, low: dict[tuple[str, int], int], high: dict[tuple[str, int], int]) -> list[TopicOffsets]:
+    names = [spec.name for spec in declared_topics() if spec.name in metadata.topics]
+    return [
+        TopicOffsets(
+            logical_name(name),
+            [
+                PartitionOffsets(
+                    p,
+                    low.get((name, p)),
+                    high.get((name, p)),
+                    leader=state.leader,
+                    replicas=tuple(state.replicas),
+                    isr=tuple(sorted(state.isrs)),
+                )
+                for p, state in sorted(metadata.topics[name].partitions.items())
+            ],
+        )
+        for name in names
+    ]
 
 
 def _brokers(metadata) -> list[Broker]:

@@ -34,16 +34,21 @@ log = logging.getLogger("stats.kafka_view")
 class ClusterWatch:
     """Reads the health every `every` seconds while `wanted()`, and calls `on_change(health)`
     with each one that differs from the last (the first read too: the page opened just before
-    may have been read a moment earlier). `read` is what reads it (a test gives its own)."""
+    may have been read a moment earlier), and with an unchanged one while `stale()`: the page
+    read after the last change fell short (the Kafka view's offsets did not answer in time
+    while leaders moved), so what it shows is not yet that health. `read` is what reads it (a
+    test gives its own)."""
 
     def __init__(
         self,
         every: float,
         on_change: Callable[[ClusterHealth], None],
         read: Callable[[], ClusterHealth] | None = None,
+        stale: Callable[[], bool] = lambda: False,
     ) -> None:
         self.every = every
         self.on_change = on_change
+        self.stale = stale
         self.last: ClusterHealth | None = None
         self._read = read or self._read_metadata
         self._admin: AdminClient | None = None
@@ -72,6 +77,8 @@ class ClusterWatch:
                 if health != self.last:
                     _log_change(health, self.last)
                     self.last = health
+                    self.on_change(health)
+                elif self.stale() and not health.error:  # unreachable: no page read would do better
                     self.on_change(health)
                 await asyncio.sleep(self.every)
         finally:

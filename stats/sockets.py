@@ -34,6 +34,7 @@ KAFKA_VIEW_EVERY = 2.0  # seconds
 class StatsSocket(LiveStreamSocket):
     push_interval = 0.05
     _kafka: tuple[float, str] | None = None  # this process's last Kafka view's region, and when
+    _kafka_short = False  # that view could not read everything: the cluster watch asks again
 
     def allowed_stream(self) -> str | None:
         user = self.scope["user"]
@@ -62,6 +63,7 @@ class StatsSocket(LiveStreamSocket):
                 "stats/regions/kafka.html", {"kafka": kafka}
             )
             cls._kafka = (time.monotonic(), markup)
+            cls._kafka_short = bool(kafka.error or kafka.incomplete)
         return {**await sync_to_async(read_figures, thread_sensitive=False)(), "kafka": cls._kafka[1]}
 
     def frame(self, regions: dict[str, str] | None) -> dict | None:
@@ -83,7 +85,9 @@ def cluster_watch() -> ClusterWatch:
     """This process's one watch (started by the first staff socket, stopped with the last)."""
     global _watch
     if _watch is None:
-        _watch = ClusterWatch(settings.KAFKA_HEALTH_EVERY_S, on_change=_health_changed)
+        _watch = ClusterWatch(
+            settings.KAFKA_HEALTH_EVERY_S, on_change=_health_changed, stale=lambda: StatsSocket._kafka_short
+        )
     return _watch
 
 

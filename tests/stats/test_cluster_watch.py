@@ -4,10 +4,12 @@ the watch hands on each change once (the browser test on the cluster shows it en
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 
 from confluent_kafka.admin import BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata
+from django.template.loader import render_to_string
 
-from eventing.kafka_view import ClusterHealth, health_of
+from eventing.kafka_view import ClusterHealth, _Reader, health_of
 from eventing.topics import topic_name
 from stats.cluster_watch import ClusterWatch, describe
 
@@ -84,3 +86,53 @@ def test_a_stopped_watch_ends_at_once_though_it_was_asleep_between_reads():
     task = asyncio.run(run())
     assert task.cancelled()
     assert watch.last is None
+
+
+def test_the_watch_hands_an_unchanged_health_on_again_while_the_page_read_after_it_fell_short():
+    down = ClusterHealth(brokers_live=(1, 2), brokers_down=(3,))
+    unreachable = ClusterHealth(error="Kafka unreachable: timed out")
+    reads = [down, down, down, unreachable, unreachable]
+    short = [True, False]  # the page's read after the change fell short once, then was whole
+    seen: list[ClusterHealth] = []
+    watch = ClusterWatch(
+        every=0, on_change=seen.append, read=lambda: reads.pop(0), stale=lambda: short.pop(0) if short else True
+    )
+
+    async def run() -> None:
+        watch.ensure_running(wanted=lambda: bool(reads))
+        await watch._task
+
+    asyncio.run(run())
+    # Unreachable, the page says so already: no page read would do better, so no re-read.
+    assert seen == [down, down, unreachable]
+
+
+class _AdminWhoseOffsetsNeverAnswer:
+    """The metadata answers; the offsets' requests wait on a leader just killed."""
+
+    def __init__(self, answer: ClusterMetadata) -> None:
+        self.answer = answer
+
+    def list_topics(self, timeout: float) -> ClusterMetadata:
+        return self.answer
+
+    def list_offsets(self, requests: dict, request_timeout: float) -> dict:
+        return {tp: Future() for tp in requests}
+
+    def list_consumer_groups(self, request_timeout: float) -> Future:
+        return Future()
+
+
+def test_a_view_whose_offsets_do_not_answer_in_time_still_shows_what_the_metadata_says():
+    answer = metadata(live=[1, 2], partitions={"orders": [(1, [1, 2, 3], [1, 2]), (2, [2, 3, 1], [2, 1])]})
+
+    view = _Reader(_AdminWhoseOffsetsNeverAnswer(answer), timeout=0.2).read()
+    page = render_to_string("stats/regions/kafka.html", {"kafka": view})
+
+    assert view.error is None
+    assert view.incomplete.startswith("offsets and consumer groups not read")
+    assert 'data-warning="broker-down" data-broker="3"' in page
+    assert "2 under-replicated partitions" in page
+    assert 'data-topic="orders" data-partition="1" data-low="" data-end="" data-leader="2"' in page
+    assert 'id="kafka-incomplete"' in page
+    assert "Kafka unreachable" not in page
