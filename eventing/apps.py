@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from eventing import schema_registry
+
 
 class EventingConfig(AppConfig):
     """The event machinery as a Django app: its tables (consumer offsets, outbox) and commands.
@@ -12,3 +14,8 @@ class EventingConfig(AppConfig):
     label = "foodsite"
     verbose_name = "event machinery"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registry-framed Avro is readable once the process knows where to ask for its
+        # schemas; no request is made here (a manage.py command must not need the registry).
+        schema_registry.reset()

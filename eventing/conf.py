@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     # The producer's own settings, on top of the ones every client gets (eventing.clients).
     "KAFKA_PRODUCER": {"acks": "all", "enable.idempotence": True, "delivery.timeout.ms": 10000, "linger.ms": 0},
     "EVENT_FORMAT": "json",
+    # A Confluent-compatible schema registry (e.g. Apicurio's /apis/ccompat/v7): with
+    # EVENT_FORMAT=avro, events are written in its framing (eventing.schema_registry).
+    "SCHEMA_REGISTRY_URL": "",
     # A consumer stops instead of dead-lettering on when more than this share of a window of
     # this many events failed (eventing.dead_letters.DeadLetterLimit).
     "DLQ_MAX_SHARE": 0.5,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from eventing import schema_registry
 from eventing.clients import admin_client
 from eventing.conf import settings
 from eventing.models import ConsumerOffset
@@ -68,6 +69,8 @@ class PartitionOffsets:
 class TopicOffsets:
     name: str  # logical
     partitions: list[PartitionOffsets]
+    # With a schema registry: (subject, latest version) of each event type the topic carries.
+    schemas: tuple[tuple[str, int], ...] = ()
 
     @property
     def end(self) -> int:
@@ -149,6 +152,8 @@ class KafkaView:
     # killed is still named leader until the controller fences it, and requests to it wait):
     # brokers, partitions and their warnings are shown, offsets unknown, groups left out.
     incomplete: str | None = None
+    schema_registry: str = ""  # its URL, when the deployment has one
+    schemas_error: str | None = None  # the registry did not say its subjects' versions
 
     @property
     def brokers_down(self) -> list[Broker]:
@@ -220,7 +225,19 @@ def kafka_view(timeout: float = TIMEOUT_S) -> KafkaView:
         log.warning("stats page: %s", view.error)
     if view.incomplete:
         log.warning("stats page: %s", view.incomplete)
+    if schema_registry.configured() and view.error is None:
+        view = _with_schemas(view)
     return replace(view, took_ms=int((time.monotonic() - started) * 1000))
+
+
+def _with_schemas(view: KafkaView) -> KafkaView:
+    try:
+        latest = schema_registry.latest_versions_by_topic()
+    except RuntimeError as exc:
+        log.warning("stats page: %s", exc)
+        return replace(view, schema_registry=settings.SCHEMA_REGISTRY_URL, schemas_error=str(exc))
+    topics = [replace(topic, schemas=tuple(latest.get(topic.name, ()))) for topic in view.topics]
+    return replace(view, topics=topics, schema_registry=settings.SCHEMA_REGISTRY_URL)
 
 
 class _Reader:

@@ -31,8 +31,8 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Field, Min, Q
 from django.utils import timezone
 
-from contract.events import Event, encode
-from eventing import tracing
+from contract.events import Event
+from eventing import schema_registry, tracing
 from eventing.conf import settings
 from eventing.models import OutboxEvent
 from eventing.producer import EventPublisher, get_publisher
@@ -61,7 +61,7 @@ def row_of(event: Event) -> OutboxEvent:
     """The event's outbox row, not saved yet."""
     # Encoded now, in this deployment's EVENT_FORMAT: the row keeps its content type, so a
     # relay running after a switch of format still sends it with the right header.
-    value, content_type = encode(event, settings.EVENT_FORMAT)
+    value, content_type = schema_registry.encode_event(event, settings.EVENT_FORMAT)
     return OutboxEvent(
         id=event.id,
         topic=event.payload.TOPIC,

@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from contract.events import CONTENT_TYPE_JSON, Event, encode
-from eventing import hooks, tracing
+from contract.events import CONTENT_TYPE_JSON, Event
+from eventing import hooks, schema_registry, tracing
 from eventing.clients import producer_config
 from eventing.conf import settings
 from eventing.headers import Header
@@ -43,7 +43,7 @@ class EventPublisher:
     def publish(self, event: Event, on_delivery: DeliveryCallback | None = None) -> None:
         """Queue an event on its topic, keyed by its order id, encoded in the deployment's
         EVENT_FORMAT. Does not wait for the broker."""
-        value, content_type = encode(event, settings.EVENT_FORMAT)
+        value, content_type = schema_registry.encode_event(event, settings.EVENT_FORMAT)
         self.publish_encoded(
             event.payload.TOPIC,
             event.key,

@@ -247,6 +247,9 @@ SERVER_TIMING = env_bool("SERVER_TIMING", False)
 EVENT_FORMAT = os.environ.get("EVENT_FORMAT", "json").strip().lower()
 if EVENT_FORMAT not in {"json", "avro"}:
     raise ImproperlyConfigured(f"EVENT_FORMAT must be json or avro, not {EVENT_FORMAT!r}.")
+# A Confluent-compatible schema registry (Apicurio's /apis/ccompat/v7 in the cluster profile):
+# with EVENT_FORMAT=avro, events carry its schema ids (eventing.schema_registry); unset, none.
+SCHEMA_REGISTRY_URL = os.environ.get("SCHEMA_REGISTRY_URL", "").strip().rstrip("/")
 
 # Live pages (live.notices): consumers announce changes on the live-updates topic; each web
 # process forwards them to its own websockets through the in-memory layer.

@@ -26,7 +26,13 @@ class MakeRun:
         self.log = home / "launcher.log"
         self.env = {**os.environ, "FOODSITE_HOME": str(home), "FOODSITE_PROFILE": profile, **(env or {})}
         # The launcher starts its own of each, as `make run` does.
-        for own in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        for own in (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SCHEMA_REGISTRY_URL",
+            "PROMETHEUS_MULTIPROC_DIR",
+        ):
             self.env.pop(own, None)
         self.pick_ports()
         self.process: subprocess.Popen | None = None
@@ -35,7 +41,7 @@ class MakeRun:
         # One block for all of them: blocks picked one by one could overlap (PORT + 1 the
         # second web, KAFKA_PORT + 1 and + 2 the other nodes), as nothing binds them before
         # the launcher starts.
-        first = free_port_block(7)
+        first = free_port_block(8)
         self.port, self.kafka_port = first, first + 2
         self.url = f"http://127.0.0.1:{self.port}"
         self.env.update(
@@ -43,7 +49,9 @@ class MakeRun:
             KAFKA_PORT=str(self.kafka_port),
             POSTGRES_PORT=str(first + 5),
             REDIS_PORT=str(first + 6),
+            SCHEMA_REGISTRY_PORT=str(first + 7),
         )
+        self.registry_url = f"http://127.0.0.1:{first + 7}/apis/ccompat/v7"
 
     def start(self, timeout: float = 180, attempts: int = 3) -> None:
         """Start it and wait for its "ready" line. The launcher never moves the ports it is
@@ -157,4 +165,6 @@ def _name_of(pid: int) -> str:
         return "postgres"
     if "redis-server" in argv[0]:  # it sets its own title: "/usr/bin/redis-server 127.0.0.1:6379"
         return "redis"
+    if any(arg.endswith("quarkus-run.jar") for arg in argv):
+        return "schema-registry"
     return ""

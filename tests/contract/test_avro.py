@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -334,3 +335,47 @@ def test_the_check_catches_a_removed_union_branch():
         email["type"], email["default"] = "string", ""
 
     assert avro.check_backward_compatible(reader=order_schema_with(email_required), writer=current)
+
+
+# -- a schema registry's framing (00 | id | body) ----------------------------------------
+
+
+@pytest.fixture
+def registry_lookup() -> Iterator[dict[int, str | None]]:
+    """A lookup answering from a dict (id -> schema text), counting its calls under "calls"."""
+    answers: dict = {"calls": 0}
+
+    def lookup(schema_id: int) -> str | None:
+        answers["calls"] += 1
+        return answers.get(schema_id)
+
+    avro.configure_registry(lookup)
+    yield answers
+    avro.configure_registry(None)
+
+
+def test_a_registry_framed_event_decodes_as_its_single_object_twin_asking_once_per_id(registry_lookup):
+    event = Event(OrderPlaced(ORDER_ID, "Ada", "Via Roma 1", [], Decimal("0.00"), email="a@example.com"))
+    single = event.to_avro()
+    registry_lookup[41] = avro.schemas().current[("order.placed", 1)].path.read_text()
+    framed = avro.registry_framed(41, single)
+    assert framed[:5] == b"\x00\x00\x00\x00\x29"
+    assert framed[5:] == single[10:]
+    assert decode(framed, CONTENT_TYPE_AVRO) == decode(single, CONTENT_TYPE_AVRO) == event
+    assert decode(framed, CONTENT_TYPE_AVRO) == event
+    assert registry_lookup["calls"] == 1
+
+
+def test_a_registry_id_unknown_or_naming_a_schema_not_in_the_repo_is_a_bad_event(registry_lookup):
+    body = Event(DeliveryClaimed(ORDER_ID, "c")).to_avro()
+    with pytest.raises(InvalidEvent, match="schema id 7 unknown to the schema registry"):
+        decode(avro.registry_framed(7, body), CONTENT_TYPE_AVRO)
+    registry_lookup[8] = json.dumps({"type": "record", "name": "Stranger", "fields": []})
+    with pytest.raises(InvalidEvent, match="schema id 8 is not one of this code's schemas"):
+        decode(avro.registry_framed(8, body), CONTENT_TYPE_AVRO)
+
+
+def test_registry_framing_without_a_registry_configured_is_a_bad_event_that_says_so():
+    body = Event(DeliveryClaimed(ORDER_ID, "c")).to_avro()
+    with pytest.raises(InvalidEvent, match="no schema registry configured"):
+        decode(avro.registry_framed(3, body), CONTENT_TYPE_AVRO)

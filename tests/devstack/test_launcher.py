@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from devstack.children import APP, KAFKA, POSTGRES, REDIS, SETUP, Child, exit_status, summary, verdict
+from devstack.children import APP, KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, Child, exit_status, summary, verdict
 from harness.http_client import order_and_pay
 from harness.make_run import BASE_DIR, MakeRun, state_of
 
@@ -36,6 +36,7 @@ CLUSTER = [
     *(child(f"kafka-{n}", KAFKA, service="kafka") for n in (1, 2, 3)),
     child("postgres", POSTGRES),
     child("redis", REDIS),
+    child("schema-registry", REGISTRY),
     *(child(f"{service}-{n}") for service in ("web", "stats", "worker") for n in (1, 2)),
     child("beat", service="beat"),
 ]
@@ -97,6 +98,10 @@ def test_everything_stops_when_the_site_cannot_take_orders_any_more():
     assert verdict(named(EMBEDDED, "web"), without(EMBEDDED, "web"), EMBEDDED).stop
     assert verdict(named(CLUSTER, "postgres"), without(CLUSTER, "postgres"), CLUSTER).stop
     assert not verdict(named(CLUSTER, "redis"), without(CLUSTER, "redis"), CLUSTER).stop
+    registry = verdict(named(CLUSTER, "schema-registry"), without(CLUSTER, "schema-registry"), CLUSTER)
+    assert not registry.stop
+    assert "keep the schema ids they have" in registry.meaning
+    assert "nothing is lost" in registry.meaning
 
 
 def test_a_setup_step_stops_everything_only_when_it_failed():
@@ -108,7 +113,7 @@ def test_a_setup_step_stops_everything_only_when_it_failed():
 
 def test_what_still_runs_counts_the_copies():
     assert summary(without(CLUSTER, "kafka-2", "stats-1")) == (
-        "kafka-1, kafka-3, postgres, redis, web ×2, stats-2, worker ×2, beat"
+        "kafka-1, kafka-3, postgres, redis, schema-registry, web ×2, stats-2, worker ×2, beat"
     )
 
 

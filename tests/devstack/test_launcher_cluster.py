@@ -8,11 +8,17 @@ import os
 import shutil
 import signal
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from devstack.launcher import BASE_DIR, cluster_processes, read_procfile
 from harness.http_client import order_and_pay
@@ -68,15 +74,44 @@ def cluster_run() -> Iterator[MakeRun]:
 
 @pytest.mark.system
 @pytest.mark.alone
+def test_the_cluster_writes_its_events_with_the_schema_registry_s_ids(cluster_run):
+    assert "schema-registry" in cluster_run.children()
+    cluster_run.wait_for(r"launcher\s+\| schema registry at http://127.0.0.1:\d+/apis/ccompat/v7$", timeout=5)
+    order_id = order_and_pay(requests.Session(), cluster_run.url)
+    registry = SchemaRegistryClient({"url": cluster_run.registry_url})
+    deserializer = AvroDeserializer(registry)
+    bootstrap = ",".join(f"127.0.0.1:{cluster_run.kafka_port + i}" for i in range(3))
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics("orders", timeout=10).topics["orders"].partitions
+        consumer.assign([TopicPartition("orders", p, OFFSET_BEGINNING) for p in partitions])
+        deadline = time.monotonic() + 30
+        found = None
+        while found is None and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None and message.value()[:1] == b"\x00":
+                    value = deserializer(message.value(), SerializationContext("orders", MessageField.VALUE))
+                    if value["data"]["order_id"] == order_id:
+                        found = value
+    finally:
+        consumer.close()
+    assert found is not None, "the order's event, in the registry's framing, not found on orders"
+    assert (found["type"], found["data"]["lines"][0]["quantity"]) == ("order.placed", 1)
+
+
+@pytest.mark.system
+@pytest.mark.alone
 def test_a_kafka_node_killed_is_reported_at_once_reaped_and_the_site_runs_on(cluster_run):
     before = cluster_run.children()
-    assert {"kafka-1", "kafka-2", "kafka-3", "postgres", "redis", "web-1", "web-2", "beat"} <= set(before)
+    assert {"kafka-1", "kafka-2", "kafka-3", "postgres", "redis", "schema-registry", "web-1", "web-2", "beat"} <= set(
+        before
+    )
     pid = before["kafka-2"]
     os.kill(pid, signal.SIGKILL)
     cluster_run.wait_for(r"launcher\s+\| kafka-2 was killed by SIGKILL$", timeout=10)
     said = cluster_run.wait_for(r"launcher\s+\| (Kafka runs on with .*)$", timeout=5).group(1)
     assert said.startswith("Kafka runs on with 2 of 3 nodes (kafka-1, kafka-3): the partitions kafka-2 led get new")
-    assert "Still running: kafka-1, kafka-3, postgres, redis, web ×2, " in said
+    assert "Still running: kafka-1, kafka-3, postgres, redis, schema-registry, web ×2, " in said
     assert state_of(pid) is None  # reaped, not a zombie until Ctrl-C
     for web in (cluster_run.url, f"http://127.0.0.1:{cluster_run.port + 1}"):
         order_and_pay(requests.Session(), web)

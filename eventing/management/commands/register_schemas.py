@@ -19,6 +19,7 @@ import urllib.request
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from contract import avro
+from eventing.schema_registry import subject_of
 
 REGISTRY_JSON = "application/vnd.schemaregistry.v1+json"
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
                 problems = avro.check_backward_compatible(reader=_raw(current), writer=_raw(earlier))
                 if problems:
                     raise CommandError(f"{current.name} cannot read {earlier.name}: {'; '.join(problems)}")
-            subject = current.parsed["name"]  # e.g. foodsite.events.v1.OrderPlacedEvent
+            subject = subject_of(current)  # e.g. foodsite.events.v1.OrderPlacedEvent
             quoted = urllib.parse.quote(subject, safe="")
             _call(f"{url}/config/{quoted}", "PUT", {"compatibility": "BACKWARD"}, timeout)
             for schema in revisions:
