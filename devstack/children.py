@@ -21,8 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP = "kafka", "postgres", "redis", "registry", "setup", "app"
-KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP)  # the order they are listed in
+KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP, APP = "kafka", "postgres", "redis", "registry", "connect", "setup", "app"
+KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP, APP)  # the order they are listed in
 
 # What stands still while no copy of a Procfile process runs.
 CONSUMERS = {
@@ -40,7 +40,7 @@ START_ALL_AGAIN = "Ctrl-C, then `make run` again, starts it again"
 class Child:
     name: str  # as its lines are tagged: "web-1", "kafka-2", "postgres", "migrate"
     process: subprocess.Popen = field(compare=False)
-    kind: str  # KAFKA, POSTGRES, REDIS, REGISTRY, SETUP or APP
+    kind: str  # KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP or APP
     service: str = ""  # an app process's Procfile name ("stats" for stats-1 and stats-2)
     restart: str = ""  # the command that starts it again by hand, where there is one
 
@@ -84,6 +84,13 @@ def verdict(gone: Child, running: list[Child], started: list[Child]) -> Verdict:
             "the processes keep the schema ids they have and go on; one that needs an id it has not got writes "
             "single-object Avro meanwhile (every consumer here reads it) and logs it, a consumer that meets an id "
             "it has not seen waits for the registry; nothing is lost; " + _restart(gone),
+            stop=False,
+        )
+    if gone.kind == CONNECT:
+        return Verdict(
+            "the Debezium outbox relay has stopped: the web goes on taking orders into the outbox, and no event "
+            "reaches Kafka until the worker is back; then its replication slot hands it every insert since, "
+            "once each (exactly-once source), nothing is lost; PostgreSQL keeps the WAL meanwhile; " + _restart(gone),
             stop=False,
         )
     return _app(gone, [c for c in running if c.kind == APP and c.service == gone.service])
