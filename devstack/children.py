@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP, APP = "kafka", "postgres", "redis", "registry", "connect", "setup", "app"
+KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT = "kafka", "postgres", "redis", "registry", "connect"
+SETUP, APP = "setup", "app"
 KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP, APP)  # the order they are listed in
 
 # What stands still while no copy of a Procfile process runs.

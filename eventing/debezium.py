@@ -139,7 +139,9 @@ def _request(connect_url: str, method: str, path: str, body: dict | None = None,
             return json.loads(text) if text else None
     except urllib.error.HTTPError as exc:
         reason = exc.read().decode(errors="replace")[:1000]
-        raise ConnectError(f"Kafka Connect at {connect_url} answered {method} {path} with {exc.code}: {reason}") from exc
+        raise ConnectError(
+            f"Kafka Connect at {connect_url} answered {method} {path} with {exc.code}: {reason}"
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ConnectError(f"Kafka Connect at {connect_url} does not answer ({exc})") from exc
 

@@ -67,7 +67,11 @@ def read_until(kafka: KafkaTestBed, logical: str, keys: set[str], timeout: float
     two seconds more (so a second copy arriving late is counted too)."""
     name = topic_name(logical)
     consumer = Consumer(
-        {"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"reader-{uuid.uuid4()}", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+        }
     )
     try:
         partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
@@ -157,5 +161,6 @@ def test_the_heartbeat_moves_the_slot_past_wal_other_tables_write(kafka, connect
         finally:
             cursor.execute("DROP TABLE wal_filler")
     beats = OutboxEvent.objects.filter(event_type=debezium.HEARTBEAT_TYPE)
-    assert beats.exists() and not OutboxEvent.objects.exclude(event_type=debezium.HEARTBEAT_TYPE).exists()
+    assert beats.exists()
+    assert not OutboxEvent.objects.exclude(event_type=debezium.HEARTBEAT_TYPE).exists()
     assert kafka.read_topic("orders") == []  # a heartbeat is not an event
