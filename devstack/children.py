@@ -144,8 +144,9 @@ def _app(gone: Child, copies: list[Child]) -> Verdict:
         meaning = "no worker runs: no email is sent and the outbox relay does not run; their tasks wait in the queue"
     elif service == "beat":
         meaning = (
-            "beat is gone: nothing schedules the outbox relay or the sweep of unsent notifications; what the web "
-            "could not send waits in the outbox, nothing is lost"
+            "beat is gone: nothing schedules the outbox's periodic task (the Celery relay, or with Debezium the "
+            "purge of relayed rows) or the sweep of unsent notifications; what waits stays in the database, "
+            "nothing is lost"
         )
     else:
         meaning = f"no copy of {service} runs"

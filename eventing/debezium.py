@@ -24,6 +24,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -153,12 +154,12 @@ def register(connect_url: str, *, name: str | None = None, config: dict[str, str
     return name
 
 
-def status(connect_url: str, name: str | None = None) -> dict[str, Any]:
+def status(connect_url: str, name: str | None = None, timeout: float = 10) -> dict[str, Any]:
     """`{"connector": "RUNNING", "tasks": ["RUNNING"], "trace": ...}` as Connect reports them;
     "UNASSIGNED" while a rebalance is under way, "MISSING" when no such connector."""
     name = name or connector_name()
     try:
-        answer = _request(connect_url, "GET", f"/connectors/{name}/status")
+        answer = _request(connect_url, "GET", f"/connectors/{name}/status", timeout=timeout)
     except ConnectError as exc:
         if " 404:" in str(exc):
             return {"connector": "MISSING", "tasks": [], "trace": ""}
@@ -184,6 +185,36 @@ def wait_running(connect_url: str, name: str | None = None, timeout: float = 60)
         if time.monotonic() > deadline:
             raise ConnectError(f"the outbox connector is not running after {timeout:.0f} s: {state}")
         time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class RelayState:
+    """What the staff page and /metrics say of the relay: Connect's states of the connector and
+    its tasks (RUNNING, FAILED, PAUSED, UNASSIGNED; MISSING: not registered; UNREACHABLE: Connect
+    did not answer) and how much WAL its slot holds back."""
+
+    connector: str
+    tasks: tuple[str, ...] = ()
+    slot_lag_bytes: int | None = None
+    error: str = ""  # Connect's answer when unreachable, or the failed task's first trace line
+
+    @property
+    def running(self) -> bool:
+        return self.connector == "RUNNING" and bool(self.tasks) and all(t == "RUNNING" for t in self.tasks)
+
+
+def relay_state(connect_url: str | None = None, timeout: float = 2) -> RelayState:
+    """The relay now, within `timeout` for Connect (the staff page's budget)."""
+    lag = slot_lag_bytes()
+    connect_url = connect_url or settings.CONNECT_URL
+    if not connect_url:
+        return RelayState("UNREACHABLE", slot_lag_bytes=lag, error="CONNECT_URL is not set")
+    try:
+        state = status(connect_url, timeout=timeout)
+    except ConnectError as exc:
+        return RelayState("UNREACHABLE", slot_lag_bytes=lag, error=str(exc))
+    first_line = state["trace"].strip().split("\n", 1)[0] if state["trace"] else ""
+    return RelayState(state["connector"], tuple(state["tasks"]), lag, first_line)
 
 
 def slot_lag_bytes(database: str | None = None) -> int | None:
