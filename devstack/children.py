@@ -21,8 +21,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP = "kafka", "postgres", "redis", "registry", "setup", "app"
-KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, APP)  # the order they are listed in
+KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT = "kafka", "postgres", "redis", "registry", "connect"
+SETUP, APP = "setup", "app"
+KINDS = (KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP, APP)  # the order they are listed in
 
 # What stands still while no copy of a Procfile process runs.
 CONSUMERS = {
@@ -40,7 +41,7 @@ START_ALL_AGAIN = "Ctrl-C, then `make run` again, starts it again"
 class Child:
     name: str  # as its lines are tagged: "web-1", "kafka-2", "postgres", "migrate"
     process: subprocess.Popen = field(compare=False)
-    kind: str  # KAFKA, POSTGRES, REDIS, REGISTRY, SETUP or APP
+    kind: str  # KAFKA, POSTGRES, REDIS, REGISTRY, CONNECT, SETUP or APP
     service: str = ""  # an app process's Procfile name ("stats" for stats-1 and stats-2)
     restart: str = ""  # the command that starts it again by hand, where there is one
 
@@ -84,6 +85,13 @@ def verdict(gone: Child, running: list[Child], started: list[Child]) -> Verdict:
             "the processes keep the schema ids they have and go on; one that needs an id it has not got writes "
             "single-object Avro meanwhile (every consumer here reads it) and logs it, a consumer that meets an id "
             "it has not seen waits for the registry; nothing is lost; " + _restart(gone),
+            stop=False,
+        )
+    if gone.kind == CONNECT:
+        return Verdict(
+            "the Debezium outbox relay has stopped: the web goes on taking orders into the outbox, and no event "
+            "reaches Kafka until the worker is back; then its replication slot hands it every insert since, "
+            "once each (exactly-once source), nothing is lost; PostgreSQL keeps the WAL meanwhile; " + _restart(gone),
             stop=False,
         )
     return _app(gone, [c for c in running if c.kind == APP and c.service == gone.service])
@@ -136,8 +144,9 @@ def _app(gone: Child, copies: list[Child]) -> Verdict:
         meaning = "no worker runs: no email is sent and the outbox relay does not run; their tasks wait in the queue"
     elif service == "beat":
         meaning = (
-            "beat is gone: nothing schedules the outbox relay or the sweep of unsent notifications; what the web "
-            "could not send waits in the outbox, nothing is lost"
+            "beat is gone: nothing schedules the outbox's periodic task (the Celery relay, or with Debezium the "
+            "purge of relayed rows) or the sweep of unsent notifications; what waits stays in the database, "
+            "nothing is lost"
         )
     else:
         meaning = f"no copy of {service} runs"

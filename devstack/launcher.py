@@ -8,10 +8,11 @@ app processes first (so consumers finish their batch and leave their group) and 
 FOODSITE_PROFILE=cluster starts the production shape instead: three Kafka nodes
 (devstack.kafka_cluster, replication factor 3), PostgreSQL and Redis from Debian's packages,
 a schema registry (devstack.schema_registry, Apicurio from Maven Central; the repo's schemas
-registered at every start, events written as Avro with its ids), and two copies of every
-Procfile process (web on PORT and PORT+1) but Celery beat, which runs once. Its state lives
-under FOODSITE_HOME/cluster. Ctrl-C stops the app processes, then the Kafka nodes,
-PostgreSQL, Redis, the registry.
+registered at every start, events written as Avro with its ids), a Kafka Connect worker with
+Debezium's outbox connector as the outbox's relay (devstack.kafka_connect, eventing.debezium;
+OUTBOX_RELAY=celery keeps the Celery relay), and two copies of every Procfile process (web on
+PORT and PORT+1) but Celery beat, which runs once. Its state lives under FOODSITE_HOME/cluster.
+Ctrl-C stops the app processes, then Connect, the Kafka nodes, PostgreSQL, Redis, the registry.
 
 Every child is watched (devstack.children): when one exits, a line says which and how, and
 what still runs and what that means. Everything stops only when the site can no longer take
@@ -20,7 +21,8 @@ The ports it is told (or their defaults) never move: taken, a clear error names 
 
 Usage: python -m devstack.launcher   (env: PORT=8000, KAFKA_PORT=9092, FOODSITE_HOME=.local,
 FOODSITE_PROFILE=embedded|cluster, and for the cluster POSTGRES_PORT=5432, REDIS_PORT=6379,
-SCHEMA_REGISTRY_PORT=8081; SCHEMA_REGISTRY_URL names another registry, or none when empty)
+SCHEMA_REGISTRY_PORT=8081, CONNECT_PORT=8083; SCHEMA_REGISTRY_URL names another registry, or none
+when empty; CONNECT_URL another Connect worker; OUTBOX_RELAY=celery|debezium)
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from devstack.children import APP, KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, Child, Watcher
+from devstack.children import APP, CONNECT, KAFKA, POSTGRES, REDIS, REGISTRY, SETUP, Child, Watcher
 from devstack.kafka_cluster import LocalCluster
+from devstack.kafka_connect import ConnectUnavailable, LocalConnect
 from devstack.kafka_node import LocalKafka
 from devstack.local_server import PortTaken
 from devstack.ports import held, reserve
@@ -227,13 +230,15 @@ def main() -> int:
     watcher.start()
 
     # Servers stop in this order after the app processes: Kafka, then PostgreSQL, then Redis.
-    servers: list[tuple[str, LocalKafka | LocalCluster | LocalPostgres | LocalRedis | LocalSchemaRegistry]] = []
+    servers: list[
+        tuple[str, LocalKafka | LocalCluster | LocalPostgres | LocalRedis | LocalSchemaRegistry | LocalConnect]
+    ] = []
     processes: dict[str, subprocess.Popen] = {}
     started = time.monotonic()
     # Their own session (Ctrl-C reaches the launcher only, which stops them in order), and
     # dying with the launcher if it is killed outright.
     detached = {"start_new_session": True, "preexec_fn": _die_with_parent}
-    kafka_ready = postgres = redis = registry = None
+    kafka_ready = postgres = redis = registry = connect = None
     setup_steps = list(SETUP_STEPS)
     kafka_children: list[Callable[[], Child]] = []
     web_ports = [int(port) + copy for copy in range(COPIES if clustered else 1)]
@@ -252,6 +257,14 @@ def main() -> int:
         if own_registry:
             registry_port = int(os.environ.get("SCHEMA_REGISTRY_PORT", "8081"))
             fixed.append(("the schema registry", registry_port, "SCHEMA_REGISTRY_PORT"))
+        # The cluster's outbox relay is Debezium on a Kafka Connect worker of its own, unless
+        # OUTBOX_RELAY=celery or CONNECT_URL names another worker.
+        if clustered:
+            env.setdefault("OUTBOX_RELAY", "debezium")
+        own_connect = clustered and env["OUTBOX_RELAY"] == "debezium" and "CONNECT_URL" not in os.environ
+        if own_connect:
+            connect_port = int(os.environ.get("CONNECT_PORT", "8083"))
+            fixed.append(("Kafka Connect", connect_port, "CONNECT_PORT"))
         check_ports(fixed)
         reserve(port for _, port, _ in fixed)  # the web binds its own last: no server picks it first
 
@@ -326,10 +339,33 @@ def main() -> int:
             for child in kafka_children:
                 watcher.watch(child())  # the process that got ready (a taken port starts one again)
         out.line("launcher", f"Kafka at {env['KAFKA_BOOTSTRAP_SERVERS']}")
+        if own_connect:
+            # It needs the brokers (its state is in their topics); it starts while the setup
+            # steps run, and registering the connector (after migrate: its publication) waits for it.
+            connect = LocalConnect(
+                state / "connect",
+                env["KAFKA_BOOTSTRAP_SERVERS"],
+                port=connect_port,
+                replication_factor=int(env["KAFKA_REPLICATION_FACTOR"]),
+                port_setting="CONNECT_PORT",
+            )
+            servers.insert(0, ("connect", connect))  # stopped first: before the brokers it writes to
+            connect.start(lambda line: out.line("connect", line), **detached)
+            env["CONNECT_URL"] = connect.url
+        if env.get("OUTBOX_RELAY") == "debezium":
+            setup_steps.append(("register-connector", ["manage.py", "register_outbox_connector"]))
 
         for name, args in setup_steps:
             if stopping.is_set():
                 return 1
+            if name == "register-connector" and connect is not None:
+                connect.wait_ready(timeout=120)
+                again = (
+                    f"python -m devstack.kafka_connect --home {connect.home} --port {connect.port} "
+                    f"--bootstrap {env['KAFKA_BOOTSTRAP_SERVERS']} --replication-factor {connect.replication_factor}"
+                )
+                watcher.watch(Child("connect", connect.process, CONNECT, restart=again))
+                out.line("launcher", f"Kafka Connect at {connect.url}")
             processes[name] = spawn([sys.executable, *args], {**env, "FOODSITE_PROCESS": name})
             output = out.follow(name, processes[name])
             step = Child(name, processes[name], SETUP)
@@ -357,6 +393,8 @@ def main() -> int:
             return 1 if stopped_by else 0
         starting.clear()
         registry_note = ", a schema registry" if registry is not None else ""
+        if env.get("OUTBOX_RELAY") == "debezium":
+            registry_note += ", Kafka Connect with the Debezium outbox relay"
         shape_note = ""
         if clustered:
             shape_note = f" (cluster: 3 Kafka nodes, PostgreSQL, Redis{registry_note}, 2 copies of each process)"
@@ -371,6 +409,9 @@ def main() -> int:
         return 1 if stopped_by else 0
     except Interrupted:
         return 0
+    except ConnectUnavailable as exc:
+        out.line("launcher", f"error: {exc}; or OUTBOX_RELAY=celery to run the cluster with the Celery relay")
+        return 1
     except RegistryUnavailable as exc:
         out.line("launcher", f"error: {exc}; or SCHEMA_REGISTRY_URL= (empty) to run the cluster without a registry")
         return 1

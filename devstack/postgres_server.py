@@ -146,6 +146,10 @@ class LocalPostgres(LocalServer):
             "unix_socket_directories": str(self.socket_dir),
             # Log lines go to our log file through stderr (no logging collector to start).
             "logging_collector": "off",
+            # Logical decoding, for the Debezium outbox relay (eventing.debezium): its
+            # replication slot reads the outbox's inserts from the write-ahead log. Costs a few
+            # bytes of WAL per row changed; the Celery relay does not need it.
+            "wal_level": "logical",
         }
         if not self.durable:
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

@@ -34,6 +34,16 @@ DEFAULTS: dict[str, Any] = {
     # How long a relay pass's claim on the rows it sends holds (eventing.outbox); the relay's
     # producer tries each event for half of it, so that no other pass sends a row in flight.
     "OUTBOX_RELAY_LEASE_S": 60.0,
+    # Who sends the outbox's rows: "celery" (the web's producer after the commit, then the relay
+    # task for whatever it missed) or "debezium" (Kafka Connect reads the inserts from
+    # PostgreSQL's WAL: eventing.debezium; the web only writes the row).
+    "OUTBOX_RELAY": "celery",
+    # With the Debezium relay: rows older than this are deleted (purge_relayed), and the
+    # connector's heartbeat moves its replication slot this often.
+    "OUTBOX_KEEP_S": 3600.0,
+    "OUTBOX_HEARTBEAT_MS": 10000,
+    # Kafka Connect's REST API, where the Debezium relay's connector runs.
+    "CONNECT_URL": "",
     # Topics of notices rather than events: name -> retention in ms; one partition each,
     # no dead letters (the project's live pages use one: foodsite.settings).
     "EVENTING_NOTICE_TOPICS": {},

@@ -52,3 +52,4 @@ class OutboxEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic} {self.key} {'sent' if self.sent_at else 'pending'}"
+

@@ -108,6 +108,8 @@ def stored(row: OutboxEvent) -> None:
     """The row is written in the caller's transaction (or its statement committed): send it
     once that commits."""
     log.info("stored %s for %s (event %s)", row.event_type, row.key, row.id)
+    if settings.OUTBOX_RELAY == "debezium":
+        return  # Kafka Connect reads the insert from the WAL (eventing.debezium)
     transaction.on_commit(lambda: send([row]))
 
 

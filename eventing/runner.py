@@ -233,9 +233,16 @@ class ConsumerRunner:
                     log.info("%s: no end offsets for %s[%d] yet: %s", self.group, tp.topic, tp.partition, exc)
                     return False
             position = self._positions.get((logical_name(tp.topic), tp.partition))
-            if (position if position is not None else low) < high:
+            if (position if position is not None else low) < high and self._fetched_to(tp) < high:
                 return False
         return True
+
+    def _fetched_to(self, tp: TopicPartition) -> int:
+        """Where the consumer's fetch stands in the partition. A transactional producer's log
+        (Kafka Connect's exactly-once source, the Debezium relay) ends in a commit marker, which
+        takes an offset and is never handed to us: the stored position stays one short of the end
+        while the fetch position has passed the marker."""
+        return self._consumer.position([tp])[0].offset
 
     # -- one batch ----------------------------------------------------------------------
 

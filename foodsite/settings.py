@@ -275,6 +275,23 @@ OUTBOX_RELAY_AFTER_S = float(os.environ.get("OUTBOX_RELAY_AFTER_S", KAFKA_PRODUC
 # takes over those of a pass that died); the relay's producer tries each event for half of it.
 OUTBOX_RELAY_LEASE_S = float(os.environ.get("OUTBOX_RELAY_LEASE_S", "60"))
 
+# Who sends the outbox's rows to Kafka (eventing.conf says more): "celery", the web's producer
+# after each commit and beat's relay task for what it missed; or "debezium", Kafka Connect
+# reading the outbox's inserts from PostgreSQL's WAL (eventing.debezium; the cluster profile
+# starts the worker), the web only writing the row. PostgreSQL only.
+OUTBOX_RELAY = os.environ.get("OUTBOX_RELAY", "celery").strip().lower()
+if OUTBOX_RELAY not in {"celery", "debezium"}:
+    raise ImproperlyConfigured(f"OUTBOX_RELAY must be celery or debezium, not {OUTBOX_RELAY!r}.")
+if OUTBOX_RELAY == "debezium" and ON_SQLITE:
+    raise ImproperlyConfigured("OUTBOX_RELAY=debezium needs PostgreSQL (DATABASE_URL): SQLite has no logical decoding.")
+# Debezium relay: outbox rows are deleted this long after their insert; the connector's
+# heartbeat moves its replication slot this often while no order comes in.
+OUTBOX_KEEP_S = float(os.environ.get("OUTBOX_KEEP_S", "3600"))
+OUTBOX_HEARTBEAT_MS = int(os.environ.get("OUTBOX_HEARTBEAT_MS", "10000"))
+# Kafka Connect's REST API (the Debezium relay): the launcher sets it; the staff page and
+# /metrics report the connector's state from it.
+CONNECT_URL = os.environ.get("CONNECT_URL", "").strip().rstrip("/")
+
 # --- Celery ----------------------------------------------------------------------------
 # Embedded default: Celery's SQLAlchemy transport on a SQLite file, so no extra server. Not
 # Kafka's transport: the outbox relay exists for when Kafka is down, and its trigger must
@@ -294,7 +311,11 @@ NOTIFICATIONS_CLAIM_LEASE_S = float(os.environ.get("NOTIFICATIONS_CLAIM_LEASE_S"
 # Events older than this when their email would go out are recorded, not emailed: news only.
 NOTIFICATIONS_MAX_AGE_H = float(os.environ.get("NOTIFICATIONS_MAX_AGE_H", "24"))
 CELERY_BEAT_SCHEDULE = {
-    "relay-outbox": {"task": "foodsite.tasks.relay_outbox", "schedule": OUTBOX_RELAY_EVERY_S},
+    "relay-outbox": (
+        {"task": "foodsite.tasks.relay_outbox", "schedule": OUTBOX_RELAY_EVERY_S}
+        if OUTBOX_RELAY == "celery"
+        else {"task": "eventing.tasks.purge_relayed_outbox", "schedule": 60.0}
+    ),
     "send-unsent-notifications": {"task": "notifications.tasks.send_unsent", "schedule": NOTIFICATIONS_SWEEP_EVERY_S},
 }
 

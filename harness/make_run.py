@@ -31,6 +31,8 @@ class MakeRun:
             "DATABASE_URL",
             "CELERY_BROKER_URL",
             "SCHEMA_REGISTRY_URL",
+            "CONNECT_URL",
+            "OUTBOX_RELAY",
             "PROMETHEUS_MULTIPROC_DIR",
         ):
             self.env.pop(own, None)
@@ -41,7 +43,7 @@ class MakeRun:
         # One block for all of them: blocks picked one by one could overlap (PORT + 1 the
         # second web, KAFKA_PORT + 1 and + 2 the other nodes), as nothing binds them before
         # the launcher starts.
-        first = free_port_block(8)
+        first = free_port_block(9)
         self.port, self.kafka_port = first, first + 2
         self.url = f"http://127.0.0.1:{self.port}"
         self.env.update(
@@ -50,8 +52,10 @@ class MakeRun:
             POSTGRES_PORT=str(first + 5),
             REDIS_PORT=str(first + 6),
             SCHEMA_REGISTRY_PORT=str(first + 7),
+            CONNECT_PORT=str(first + 8),
         )
         self.registry_url = f"http://127.0.0.1:{first + 7}/apis/ccompat/v7"
+        self.connect_url = f"http://127.0.0.1:{first + 8}"
 
     def start(self, timeout: float = 180, attempts: int = 3) -> None:
         """Start it and wait for its "ready" line. The launcher never moves the ports it is
@@ -167,4 +171,6 @@ def _name_of(pid: int) -> str:
         return "redis"
     if any(arg.endswith("quarkus-run.jar") for arg in argv):
         return "schema-registry"
+    if "org.apache.kafka.connect.cli.ConnectDistributed" in argv:
+        return "connect"
     return ""

@@ -55,6 +55,7 @@ from prometheus_client import (  # noqa: E402
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
+from eventing.debezium import RelayState, relay_state  # noqa: E402
 from eventing.hooks import Tags  # noqa: E402
 from eventing.kafka_view import KafkaView, kafka_view  # noqa: E402
 from eventing.models import OutboxEvent  # noqa: E402
@@ -182,6 +183,10 @@ class OutboxCollector:
     grows or ages means Kafka is down or the relay does not run."""
 
     def collect(self):
+        if settings.OUTBOX_RELAY == "debezium":
+            # Rows are never marked sent there (Debezium reads the WAL): the relay's own state says it.
+            yield from relay_families(relay_state())
+            return
         unsent = OutboxEvent.objects.filter(sent_at__isnull=True).aggregate(rows=Count("id"), oldest=Min("created_at"))
         age = (timezone.now() - unsent["oldest"]).total_seconds() if unsent["oldest"] else 0.0
         yield GaugeMetricFamily(
@@ -189,6 +194,30 @@ class OutboxCollector:
         )
         yield GaugeMetricFamily(
             "foodsite_outbox_oldest_unsent_age_seconds", "Age of the oldest unsent outbox event (0: none).", age
+        )
+
+
+def relay_families(relay: RelayState) -> Iterator[GaugeMetricFamily]:
+    """The Debezium relay: 1 per connector and task in its state (an alert: != RUNNING), and the
+    write-ahead log its replication slot holds back (an alert: growing)."""
+    running = GaugeMetricFamily(
+        "foodsite_outbox_connector_running", "1 if the outbox connector and all its tasks run.", int(relay.running)
+    )
+    yield running
+    state = GaugeMetricFamily(
+        "foodsite_outbox_connector_state",
+        "The outbox connector's and each task's state as Kafka Connect says it (UNREACHABLE: no answer).",
+        labels=["part", "state"],
+    )
+    state.add_metric(["connector", relay.connector], 1)
+    for number, task in enumerate(relay.tasks):
+        state.add_metric([f"task-{number}", task], 1)
+    yield state
+    if relay.slot_lag_bytes is not None:
+        yield GaugeMetricFamily(
+            "foodsite_outbox_slot_lag_bytes",
+            "Write-ahead log the relay's replication slot has not confirmed (PostgreSQL keeps it).",
+            relay.slot_lag_bytes,
         )
 
 

@@ -79,7 +79,7 @@ def test_the_embedded_broker_gone_leaves_the_web_taking_orders_and_says_how_to_s
 def test_beat_gone_under_the_cluster_profile_is_reported_and_the_rest_runs_on():
     gone = verdict(named(CLUSTER, "beat"), without(CLUSTER, "beat"), CLUSTER)
     assert not gone.stop
-    assert gone.meaning.startswith("beat is gone: nothing schedules the outbox relay")
+    assert gone.meaning.startswith("beat is gone: nothing schedules the outbox's periodic task")
 
 
 def test_a_copy_gone_leaves_its_twin_and_the_last_copy_of_a_consumer_leaves_the_rest_running():

@@ -74,8 +74,13 @@ def cluster_run() -> Iterator[MakeRun]:
 
 @pytest.mark.system
 @pytest.mark.alone
-def test_the_cluster_writes_its_events_with_the_schema_registry_s_ids(cluster_run):
-    assert "schema-registry" in cluster_run.children()
+def test_the_cluster_relays_its_events_by_debezium_with_the_schema_registry_s_ids(cluster_run):
+    """The web writes the outbox row; Debezium on the Connect worker publishes it, the bytes as
+    the web encoded them: Avro in the registry's framing."""
+    assert {"schema-registry", "connect"} <= set(cluster_run.children())
+    cluster_run.wait_for(
+        r"register-connector\s*\| outbox connector foodsite-outbox-foodsite: RUNNING, tasks RUNNING;", timeout=5
+    )
     cluster_run.wait_for(r"launcher\s+\| schema registry at http://127.0.0.1:\d+/apis/ccompat/v7$", timeout=5)
     order_id = order_and_pay(requests.Session(), cluster_run.url)
     registry = SchemaRegistryClient({"url": cluster_run.registry_url})
@@ -103,15 +108,24 @@ def test_the_cluster_writes_its_events_with_the_schema_registry_s_ids(cluster_ru
 @pytest.mark.alone
 def test_a_kafka_node_killed_is_reported_at_once_reaped_and_the_site_runs_on(cluster_run):
     before = cluster_run.children()
-    assert {"kafka-1", "kafka-2", "kafka-3", "postgres", "redis", "schema-registry", "web-1", "web-2", "beat"} <= set(
-        before
-    )
+    assert {
+        "kafka-1",
+        "kafka-2",
+        "kafka-3",
+        "postgres",
+        "redis",
+        "schema-registry",
+        "connect",
+        "web-1",
+        "web-2",
+        "beat",
+    } <= set(before)
     pid = before["kafka-2"]
     os.kill(pid, signal.SIGKILL)
     cluster_run.wait_for(r"launcher\s+\| kafka-2 was killed by SIGKILL$", timeout=10)
     said = cluster_run.wait_for(r"launcher\s+\| (Kafka runs on with .*)$", timeout=5).group(1)
     assert said.startswith("Kafka runs on with 2 of 3 nodes (kafka-1, kafka-3): the partitions kafka-2 led get new")
-    assert "Still running: kafka-1, kafka-3, postgres, redis, schema-registry, web ×2, " in said
+    assert "Still running: kafka-1, kafka-3, postgres, redis, schema-registry, connect, web ×2, " in said
     assert state_of(pid) is None  # reaped, not a zombie until Ctrl-C
     for web in (cluster_run.url, f"http://127.0.0.1:{cluster_run.port + 1}"):
         order_and_pay(requests.Session(), web)
@@ -125,7 +139,7 @@ def test_beat_killed_is_reported_and_the_rest_runs_on(cluster_run):
     pid = before["beat"]
     os.kill(pid, signal.SIGKILL)
     cluster_run.wait_for(r"launcher\s+\| beat was killed by SIGKILL$", timeout=10)
-    cluster_run.wait_for(r"launcher\s+\| beat is gone: nothing schedules the outbox relay", timeout=5)
+    cluster_run.wait_for(r"launcher\s+\| beat is gone: nothing schedules the outbox's periodic task", timeout=5)
     assert state_of(pid) is None
     order_and_pay(requests.Session(), cluster_run.url)
     assert cluster_run.children() == {name: pid for name, pid in before.items() if name != "beat"}
