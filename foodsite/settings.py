@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a login refused for too many failures into the login page saying so.
     "axes.middleware.AxesMiddleware",
+    # Closest to the view: a view whose database does not answer gets a 503 with a reason.
+    "foodsite.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "foodsite.urls"

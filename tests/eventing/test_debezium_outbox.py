@@ -229,6 +229,8 @@ def test_orders_taken_around_a_postgresql_restart_all_reach_the_topic_once(kafka
         if response.status_code == 302:
             taken.append(response["Location"].strip("/").rsplit("/", 1)[1])
         else:
+            assert response.status_code == 503, response.content.decode()[:500]  # a reason, never a 500
+            assert "database does not answer" in response.content.decode()
             refused += 1
             # What Django does between two real requests (the test client does not): a
             # connection that failed and cannot be used any more is dropped, the next one opens.
