@@ -1,6 +1,7 @@
 """Live latency: from an answer to the row or status a person sees on an open page.
 
-    .venv/bin/python bench/live_latency.py [--orders 30] [--load 100] [--json results.json]
+    .venv/bin/python bench/live_latency.py [--orders 30] [--load 100] [--production]
+        [--profile cluster [--relay celery|debezium] [--settle 20]] [--json results.json]
 
 Starts the run command's stack (`python -m devstack.launcher`: its own broker, SQLite, daphne,
 every consumer, the worker) and a real headless Chromium (Debian's, as tests/browser.py starts
@@ -23,6 +24,14 @@ http_client does). Each path is split at its live-updates notice, read by this s
 announced (the consumer applied and committed the event), announced -> shown (Kafka, the
 web's bridge, the page read for the socket, websocket, DOM), and that again at the page's
 websocket message (stamped in the browser).
+
+`--profile cluster` runs the launcher's cluster profile instead (three brokers, PostgreSQL, Redis,
+the schema registry, two copies of every process) with the outbox relay `--relay` names: the
+Debezium relay (its default: a Kafka Connect worker reads the outbox from the WAL) or `celery`
+(the web publishes each event itself after the commit). `make bench` runs it both ways with
+`--load 0`, so pay -> courier row compares the two relays. The report also has the launcher's
+start-up time and the memory (PSS and RSS) of every process it started, by part, once ready and
+after the orders.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import statistics
 import subprocess
@@ -94,14 +104,18 @@ class Stack:
     `production`: DEBUG off (static files collected, a secret key), over plain HTTP on
     loopback as bench/web_bench.py runs it; else `make run`'s settings (DEBUG on)."""
 
-    def __init__(self, production: bool = False, profile: str = "embedded") -> None:
+    def __init__(self, production: bool = False, profile: str = "embedded", relay: str = "") -> None:
+        """`relay` (cluster profile): the OUTBOX_RELAY the launcher is given (default its own:
+        debezium)."""
         self.production = production
         self.profile = profile
+        self.relay = relay
         self.home = Path(tempfile.mkdtemp(prefix="foodsite-live-"))
         self.home.chmod(0o755)  # the cluster's PostgreSQL runs as its own user, which must enter it
         self.port = free_ports(2)
         self.kafka_port = free_ports(3)
         self.postgres_port, self.redis_port = free_port(), free_port()
+        self.registry_port, self.connect_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # The web processes: one, or the cluster profile's two (PORT and PORT+1).
         self.urls = [self.url] if profile == "embedded" else [self.url, f"http://127.0.0.1:{self.port + 1}"]
@@ -119,9 +133,14 @@ class Stack:
             "FOODSITE_PROFILE": self.profile,
             "POSTGRES_PORT": str(self.postgres_port),
             "REDIS_PORT": str(self.redis_port),
+            "SCHEMA_REGISTRY_PORT": str(self.registry_port),
+            "CONNECT_PORT": str(self.connect_port),
         }
-        for own in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL"):
-            env.pop(own, None)  # the launcher starts its own
+        if self.relay:
+            env["OUTBOX_RELAY"] = self.relay
+        own = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL", "CONNECT_URL", "SCHEMA_REGISTRY_URL")
+        for name in own:
+            env.pop(name, None)  # the launcher starts its own
         if self.profile == "cluster":
             from devstack.postgres_server import LocalPostgres
 
@@ -158,6 +177,43 @@ class Stack:
                 sys.exit(f"launcher did not get ready:\n{self.log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.5)
 
+    def ready_in(self) -> float | None:
+        """The launcher's own figure: from its start to every process up and set up."""
+        found = re.search(r"\| ready in ([\d.]+) s", self.log.read_text(errors="replace"))
+        return float(found.group(1)) if found else None
+
+    def memory(self) -> dict:
+        """The memory of the launcher and everything it started (its process tree), by part:
+        PSS (a shared page counted once, split among its users: PostgreSQL's backends share
+        its buffers) and RSS, in MB."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                parents[int(stat.parent.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        tree, grew = {self.process.pid}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in tree} - tree
+            tree |= more
+            grew = bool(more)
+        parts: dict[str, dict[str, float]] = defaultdict(lambda: {"processes": 0, "pss_mb": 0.0, "rss_mb": 0.0})
+        for pid in tree:
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:] if line.endswith("kB")}
+            part = parts[process_part(command)]
+            part["processes"] += 1
+            part["pss_mb"] += kb.get("Pss", 0) / 1024
+            part["rss_mb"] += kb.get("Rss", 0) / 1024
+        total = {key: sum(p[key] for p in parts.values()) for key in ("processes", "pss_mb", "rss_mb")}
+        rounded = {name: {k: round(v, 1) for k, v in p.items()} for name, p in sorted(parts.items())}
+        return {**{k: round(v, 1) for k, v in total.items()}, "parts": rounded}
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()  # the launcher stops its children, Kafka last
@@ -166,6 +222,22 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, 9)
                 self.process.wait()
+
+
+PARTS = (  # a process of the stack, by what its command line says it is
+    ("ConnectDistributed", "Kafka Connect"),
+    ("kafka.Kafka", "Kafka"),
+    ("apicurio", "schema registry"),
+    ("postgres", "PostgreSQL"),
+    ("redis-server", "Redis"),
+    ("daphne", "web"),
+    ("celery", "Celery"),
+    ("manage.py", "consumers"),
+)
+
+
+def process_part(command: str) -> str:
+    return next((part for marker, part in PARTS if marker in command), "launcher and others")
 
 
 class Notices:
@@ -438,14 +510,24 @@ def write_backlog(bootstrap: str, count: int) -> None:
         time.sleep(0.5)
 
 
-def bench(orders: int, load: int, backlog: int, production: bool = False) -> dict:
+def bench(
+    orders: int,
+    load: int,
+    backlog: int,
+    production: bool = False,
+    profile: str = "embedded",
+    relay: str = "",
+    settle: float = 0,
+) -> dict:
     """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
     from playwright.sync_api import sync_playwright
 
     from harness.browser import launch_chromium
 
-    stack = Stack(production)
+    stack = Stack(production, profile, relay)
     stack.start()
+    memory_at_ready = stack.memory()
+    time.sleep(settle)  # the start's own work (JVMs compiling, consumers joining) out of the figures
     bootstrap = stack.bootstrap
     os.environ.update(
         {**stack.env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "DJANGO_SETTINGS_MODULE": "foodsite.settings"}
@@ -458,11 +540,22 @@ def bench(orders: int, load: int, backlog: int, production: bool = False) -> dic
     django.setup()
     notices = Notices(bootstrap)
     notices.start()
-    report: dict = {"orders": orders, "load": load, "backlog": backlog, "production": production}
+    report: dict = {
+        "orders": orders,
+        "load": load,
+        "backlog": backlog,
+        "production": production,
+        "profile": profile,
+        "relay": stack.env.get("OUTBOX_RELAY") or ("debezium" if profile == "cluster" else "celery"),
+        "ready_s": stack.ready_in(),
+        "settle_s": settle,
+        "memory_at_ready": memory_at_ready,
+    }
     try:
         with sync_playwright() as playwright:
             browser = launch_chromium(playwright)
             report["light"] = measure(stack, browser, notices, orders, interval=1.0, pay_row=True)
+            report["memory_after_light"] = stack.memory()
             print_phase(report, "light")
             if not load:  # --load 0: the light phase only
                 browser.close()
@@ -503,6 +596,13 @@ def print_phase(report: dict, load: str) -> None:
 def print_report(report: dict) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print("settings: " + ("production (DEBUG off)" if report.get("production") else "make run's (DEBUG on)"))
+    print(f"profile: {report['profile']}, outbox relay {report['relay']}, the stack ready in {report['ready_s']} s")
+    for moment in ("memory_at_ready", "memory_after_light"):
+        m = report.get(moment)
+        if m:
+            parts = ", ".join(f"{name} {p['pss_mb']:.0f}" for name, p in m["parts"].items())
+            total = f"PSS {m['pss_mb']:.0f} MB (RSS {m['rss_mb']:.0f}), {m['processes']:.0f} processes"
+            print(f"{moment.replace('_', ' ')}: {total}; {parts}")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in report['load_average'])}")
     print(f"{'':<52}{'n':>5}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}")
     for load in ("light", "loaded"):
@@ -520,9 +620,18 @@ def main() -> None:
         "--backlog", type=int, default=1000, help="open deliveries nobody claims, written before the loaded phase"
     )
     parser.add_argument("--production", action="store_true", help="DEBUG off (default: make run's settings)")
+    parser.add_argument(
+        "--profile", choices=("embedded", "cluster"), default="embedded", help="the launcher's FOODSITE_PROFILE"
+    )
+    parser.add_argument(
+        "--relay", choices=("celery", "debezium"), help="the cluster's OUTBOX_RELAY (default: the launcher's, debezium)"
+    )
+    parser.add_argument("--settle", type=float, default=0, help="seconds to wait once the stack is ready")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
-    report = bench(args.orders, args.load, args.backlog, args.production)
+    if args.relay and args.profile != "cluster":
+        parser.error("--relay: the cluster profile's (the embedded one runs on SQLite: the Celery relay)")
+    report = bench(args.orders, args.load, args.backlog, args.production, args.profile, args.relay or "", args.settle)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

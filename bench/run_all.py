@@ -6,11 +6,11 @@ bench/results/<date>.json and printed beside the previous file's figures.
 Each benchmark is its own script, run here as a subprocess with `--json` (see
 bench/README.md for what each measures); this driver only starts what they share (one local
 broker for the consumer and replay benches, one durable local PostgreSQL for the consumer
-bench), picks the sizes, and collects the figures. Default sizes take about 10-15 minutes on
+bench), picks the sizes, and collects the figures. Default sizes take about 25 minutes on
 a 2-core machine; `--full` runs the issue's sizes (1,000,000 events, longer web runs).
 `--tiny` is for the test that checks the driver itself runs (figures meaningless).
-Exit status 1 if a benchmark failed or an exactly-once check did not hold; the figures of
-the others are still written.
+Exit status 1 if a benchmark failed or an exactly-once check did not hold (the web benches':
+every order the web took on `orders`, once); the figures of the others are still written.
 """
 
 from __future__ import annotations
@@ -36,10 +36,16 @@ from devstack.postgres_server import LocalPostgres  # noqa: E402
 
 STEPS = (
     "serialization", "recommendations", "consumer", "replay", "live", "live-production", "watchers", "web",
-    "web-capacity",
+    "web-capacity", "live-cluster", "live-debezium",
 )  # fmt: skip
-WEB_VARIANTS = "sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2"
-CAPACITY_VARIANTS = "sqlite:up:1,sqlite:up:2,postgres:up:1,postgres:up:2"
+# The Debezium relay beside the direct publish (issue 19): the same PostgreSQL web with a Connect
+# worker relaying its outbox instead.
+DEBEZIUM = "postgres:up:1::OUTBOX_RELAY=debezium"
+WEB_VARIANTS = f"sqlite:up:1,sqlite:down:1,postgres:up:1,postgres:down:1,postgres:up:2,{DEBEZIUM}"
+CAPACITY_VARIANTS = f"sqlite:up:1,sqlite:up:2,postgres:up:1,postgres:up:2,{DEBEZIUM}"
+# The cluster profile (3 brokers, PostgreSQL, Redis, the registry, 2 copies of each process) with
+# each relay: pay -> courier row at 1 order/s, the start-up time and the memory of the whole stack.
+CLUSTER_LIVE = ["live_latency.py", "--profile", "cluster", "--production", "--load", "0", "--settle", "20"]
 # The highest rate whose order p99 stays under 50 ms (web_bench.py --capacity): steps of 5 s by
 # default, the issue's 30 s with --full.
 CAPACITY = [
@@ -74,6 +80,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "web-capacity": ["web_bench.py", "--variants", "sqlite:up:1", "--seconds", "0", "--rate", "0", "--capacity",
                          "--capacity-from", "20", "--capacity-step", "20", "--capacity-resolution", "20",
                          "--capacity-max", "40", "--capacity-seconds", "1", "--rounds", "1"],
+        "live-cluster": [*CLUSTER_LIVE, "--orders", "3", "--relay", "celery"],
+        "live-debezium": [*CLUSTER_LIVE, "--orders", "3", "--relay", "debezium"],
     },
     "default": {
         "serialization": ["serialization_bench.py", "--events", "20000", "--repeat", "3"],
@@ -90,6 +98,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                 "--open-seconds", "5"],
         "web-capacity": ["web_bench.py", "--variants", CAPACITY_VARIANTS, *CAPACITY, "--capacity-seconds", "5",
                          "--rounds", "2"],
+        "live-cluster": [*CLUSTER_LIVE, "--orders", "30", "--relay", "celery"],
+        "live-debezium": [*CLUSTER_LIVE, "--orders", "30", "--relay", "debezium"],
     },
     "full": {
         "serialization": ["serialization_bench.py", "--events", "100000", "--repeat", "7"],
@@ -106,6 +116,8 @@ SIZES: dict[str, dict[str, list[str]]] = {
                 "--open-seconds", "15"],
         "web-capacity": ["web_bench.py", "--variants", CAPACITY_VARIANTS, *CAPACITY, "--capacity-seconds", "30",
                          "--rounds", "3"],
+        "live-cluster": [*CLUSTER_LIVE, "--orders", "60", "--relay", "celery"],
+        "live-debezium": [*CLUSTER_LIVE, "--orders", "60", "--relay", "debezium"],
     },
 }  # fmt: skip
 
@@ -230,26 +242,57 @@ def replay_rows(report: dict) -> list[Row]:
 
 
 def live_rows(report: dict) -> list[Row]:
+    if report.get("profile") == "cluster":
+        return cluster_live_rows(report)
     step = "live-production" if report.get("production") else "live"
     settings = "production" if report.get("production") else "make run's settings"
     rows = []
     for load, goal in (("light", "p95 < 50 ms"), ("loaded", "p95 < 150 ms")):
-        phase = report[load]
-        title = "1 order/s" if load == "light" else f"+{phase.get('background_rate', report['load'])} orders/s"
-        paths = (("pay", "pay -> courier row"), ("claim", "claim -> own row"), ("step", "step -> customer status"))
-        for path, what in paths:
-            f = phase.get(path) or {}
-            if not f.get("n"):
-                continue  # pay under a backlog: a new order is not among the oldest open ones shown
-            rows.append(
-                Row(
-                    f"{step}.{load}.{path}",
-                    f"live latency at {title}, {settings}: {what}, ms p50/p95/max (n)",
-                    f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ({f['n']})",
-                    f["p95"],
-                    goal,
-                )
+        rows += latency_rows(report, load, f"{step}.{load}", settings, goal)
+    return rows
+
+
+def latency_rows(report: dict, load: str, key: str, settings: str, goal: str = "") -> list[Row]:
+    phase = report[load]
+    title = "1 order/s" if load == "light" else f"+{phase.get('background_rate', report['load'])} orders/s"
+    paths = (("pay", "pay -> courier row"), ("claim", "claim -> own row"), ("step", "step -> customer status"))
+    rows = []
+    for path, what in paths:
+        f = phase.get(path) or {}
+        if not f.get("n"):
+            continue  # pay under a backlog: a new order is not among the oldest open ones shown
+        rows.append(
+            Row(
+                f"{key}.{path}",
+                f"live latency at {title}, {settings}: {what}, ms p50/p95/max (n)",
+                f"{f['p50']:.0f} / {f['p95']:.0f} / {f['max']:.0f} ({f['n']})",
+                f["p95"],
+                goal,
             )
+        )
+    return rows
+
+
+RELAYS = {"celery": "direct publish", "debezium": "Debezium relay"}
+
+
+def cluster_live_rows(report: dict) -> list[Row]:
+    """The cluster profile with one relay: its light-load latencies, start-up and memory."""
+    relay = report["relay"]
+    settings = f"cluster, {RELAYS[relay]}"
+    rows = latency_rows(report, "light", f"live-cluster.{relay}", settings)
+    memory = report["memory_after_light"]
+    biggest = sorted(memory["parts"].items(), key=lambda part: -part[1]["pss_mb"])[:4]
+    rows.append(
+        Row(
+            f"live-cluster.{relay}.stack",
+            f"cluster profile, {RELAYS[relay]}: ready in s; PSS of the whole stack after the orders",
+            f"{report['ready_s']:.1f} s; {memory['pss_mb']:,.0f} MB in {memory['processes']:.0f} processes ("
+            + ", ".join(f"{name} {part['pss_mb']:.0f}" for name, part in biggest)
+            + ")",
+            memory["pss_mb"],
+        )
+    )
     return rows
 
 
@@ -286,11 +329,46 @@ def watchers_rows(report: dict) -> list[Row]:
     return rows
 
 
+def variant_name(v: dict) -> str:
+    name = f"{v['database']}, kafka {v['kafka']}, {v['processes']} daphne" + ("s" if v["processes"] > 1 else "")
+    return name + (", Debezium relay" if v["env"].get("OUTBOX_RELAY") == "debezium" else "")
+
+
+def variant_key(step: str, v: dict) -> str:
+    key = f"{step}.{v['database']}.{v['kafka']}.{v['processes']}"
+    return key + (".debezium" if v["env"].get("OUTBOX_RELAY") == "debezium" else "")
+
+
+def relay_rows(step: str, report: dict) -> list[Row]:
+    """Per variant with Kafka up: did every order the web took reach `orders`, once?"""
+    rows = []
+    for v in report["variants"]:
+        r = v.get("relay")
+        if r is None:
+            continue
+        behind = r["behind_s"]
+        rows.append(
+            Row(
+                f"{variant_key(step, v)}.relayed",
+                f"{step} {variant_name(v)}: orders on the topic: lost, doubled; s behind after the load",
+                f"{r['lost']}, {r['second_copies']} of {r['orders']:,}; {behind['median']:.1f} "
+                f"({behind['min']:.1f}-{behind['max']:.1f}) s",
+                r["lost"] + r["second_copies"],
+                "0, 0",
+            )
+        )
+    return rows
+
+
+def relayed_once(report: dict) -> bool:
+    return all(v["relay"]["lost"] == 0 == v["relay"]["second_copies"] for v in report["variants"] if "relay" in v)
+
+
 def web_rows(report: dict) -> list[Row]:
     rows = []
     for v in report["variants"]:
-        name = f"{v['database']}, kafka {v['kafka']}, {v['processes']} daphne" + ("s" if v["processes"] > 1 else "")
-        key = f"web.{v['database']}.{v['kafka']}.{v['processes']}"
+        name = variant_name(v)
+        key = variant_key("web", v)
         errors = v["trivial_errors"] + v["order_errors"]
         rows.append(
             Row(
@@ -313,18 +391,18 @@ def web_rows(report: dict) -> list[Row]:
                     "p99 < 50 ms",
                 )
             )
-    return rows
+    return rows + relay_rows("web", report)
 
 
 def web_capacity_rows(report: dict) -> list[Row]:
     c = report["capacity"]
     rows = []
     for v in report["variants"]:
-        name = f"{v['database']}, kafka {v['kafka']}, {v['processes']} daphne" + ("s" if v["processes"] > 1 else "")
+        name = variant_name(v)
         others = [statistics.fmean(step["others_cores"] for step in r["capacity"]["steps"]) for r in v["rounds"]]
         rows.append(
             Row(
-                f"web-capacity.{v['database']}.{v['kafka']}.{v['processes']}",
+                variant_key("web-capacity", v),
                 f"web {name}: orders/s with p99 < {c['bound_ms']:g} ms over {c['seconds']:g} s, median (min-max)",
                 f"{v['capacity']['median']:.0f} ({v['capacity']['min']:.0f}-{v['capacity']['max']:.0f}); rounds "
                 + ", ".join(str(r["capacity"]["rate"]) for r in v["rounds"])
@@ -332,10 +410,10 @@ def web_capacity_rows(report: dict) -> list[Row]:
                 + ", ".join(f"{o:.1f}" for o in others)
                 + " cores",
                 v["capacity"]["median"],
-                CAPACITY_GOALS.get((v["database"], v["processes"]), ""),
+                CAPACITY_GOALS.get((v["database"], v["processes"]), "") if not v["env"] else "",
             )
         )
-    return rows
+    return rows + relay_rows("web-capacity", report)
 
 
 ROWS: dict[str, Callable[[dict], list[Row]]] = {
@@ -348,11 +426,15 @@ ROWS: dict[str, Callable[[dict], list[Row]]] = {
     "watchers": watchers_rows,
     "web": web_rows,
     "web-capacity": web_capacity_rows,
+    "live-cluster": live_rows,
+    "live-debezium": live_rows,
 }
 EXACT = {  # the exactly-once checks each report carries
     "consumer": lambda r: r["exactly_once"],
     "replay": lambda r: all(run["exact"] for run in r["runs"]),
     "recommendations": lambda r: r["counts_ok"],
+    "web": relayed_once,
+    "web-capacity": relayed_once,
 }
 
 

@@ -34,12 +34,22 @@ holds when every order got its redirect, vegeta sent at the rate asked (within 5
 that fell behind measured a lower rate) and the p99 stayed under --bound-ms. The round's
 figure is the highest rate that held (0 if none did). --seconds 0 skips the closed loop,
 --rate 0 the fixed-rate open loop.
+
+A variant may set the web's environment: `postgres:up:1::OUTBOX_RELAY=debezium` is the web with
+the Debezium relay (it writes the outbox row only). Then a Kafka Connect worker
+(devstack.kafka_connect) runs for the whole bench with the connector registered, reading a
+database of those variants' own (bench_debezium): a direct-publish variant writing to the
+database Connect reads would have each event published twice. The worker's CPU is metered as
+`connect`. For every variant with Kafka up, the bench reads `orders` (committed events, as a
+consumer would) from where it ended before the variant, and reports whether every order the
+database took is there once (lost, doubled) and how long after the load the last one arrived.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import re
@@ -51,6 +61,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -59,10 +70,12 @@ from pathlib import Path
 from urllib.parse import quote
 
 import requests
+from confluent_kafka import Consumer, TopicPartition
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from devstack.kafka_connect import LocalConnect  # noqa: E402
 from devstack.kafka_node import LocalKafka, free_port  # noqa: E402
 from devstack.launcher import wait_http  # noqa: E402
 from devstack.postgres_server import LocalPostgres  # noqa: E402
@@ -283,18 +296,26 @@ class Web:
         self.listener.set_inheritable(True)
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         fd = self.listener.fileno()
+        # Its output (LOG_LEVEL=WARNING: errors only), quoted if it does not start.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop)
         self.processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "daphne", "--fd", str(fd), "foodsite.asgi:application"],
                 cwd=tree,
                 env=env,
                 pass_fds=[fd],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
             )
             for _ in range(processes)
         ]
-        wait_http(f"{self.url}/healthz", timeout=90)
+        try:
+            wait_http(f"{self.url}/healthz", timeout=90)
+        except TimeoutError as exc:
+            self.log.seek(0)
+            output = self.log.read()[-3000:].decode(errors="replace")
+            self.stop()
+            raise RuntimeError(f"{exc}; its output:\n{output}") from None
         for _ in range(10 * processes):  # a first request for each process (imports, connections)
             requests.get(f"{self.url}/", timeout=30)
 
@@ -308,6 +329,91 @@ class Web:
                 process.kill()
                 process.wait()
         self.listener.close()
+        self.log.close()
+
+
+class TopicTally:
+    """What reached the `orders` topic while one variant ran, as a consumer would read it
+    (committed events only), from where the topic ended before the variant: each order's first
+    arrival and every second copy. The relay's share of the figures: the direct publish after
+    the web's commit, or Debezium reading the WAL, is what puts them there."""
+
+    def __init__(self, bootstrap: str, database_url: str) -> None:
+        self.database_url = database_url
+        self.orders_before = count_orders(database_url)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"web-bench-tally-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        partitions = self.consumer.list_topics("orders", timeout=10).topics["orders"].partitions
+        ends = [self.consumer.get_watermark_offsets(TopicPartition("orders", p), timeout=10)[1] for p in partitions]
+        self.consumer.assign([TopicPartition("orders", p, end) for p, end in zip(partitions, ends, strict=True)])
+        self.arrived: dict[bytes, float] = {}
+        self.messages = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self.consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    self.messages += 1
+                    self.arrived.setdefault(message.key(), time.monotonic())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.consumer.close()
+
+    def settle(self, load_ended: float, timeout: float = 120) -> dict:
+        """Once the web has stopped: wait until every order its database took is on the topic
+        (or `timeout`), then 2 s more for late second copies."""
+        taken = count_orders(self.database_url) - self.orders_before
+        deadline = time.monotonic() + timeout
+        while len(self.arrived) < taken and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
+        self.close()
+        last = max(self.arrived.values(), default=load_ended)
+        return {
+            "orders": taken,
+            "on_topic": len(self.arrived),
+            "second_copies": self.messages - len(self.arrived),
+            "behind_s": round(max(0.0, last - load_ended), 2),
+        }
+
+
+def database_of(variant: dict) -> str:
+    """The variant's database. A Debezium variant has one of its own, the one whose outbox the
+    connector reads: a direct-publish variant writing there would have each event published
+    twice, by its web and by Connect."""
+    return "postgres-debezium" if variant["env"].get("OUTBOX_RELAY") == "debezium" else variant["database"]
+
+
+def count_orders(database_url: str) -> int:
+    """Orders in the variant's database: what the web took (each writes one `order.placed`)."""
+    if database_url.startswith("sqlite:///"):
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:
+            return conn.execute("SELECT count(*) FROM orders_order").fetchone()[0]
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT count(*) FROM orders_order").fetchone()[0]
+
+
+def relay_text(tally: dict) -> str:
+    lost = tally["orders"] - tally["on_topic"]
+    return (
+        f"on the topic {tally['on_topic']}/{tally['orders']} (lost {lost}, doubled {tally['second_copies']}), "
+        f"the last {tally['behind_s']:.1f} s after the load"
+    )
 
 
 def manage(env: dict, *step: str) -> None:
@@ -376,7 +482,13 @@ def main() -> None:
             db, kafka, processes, threads, *settings = [*spec.split(":"), "default"][: max(4, spec.count(":") + 1)]
             extra = dict(setting.split("=", 1) for setting in settings)
             variants.append(
-                {"database": db, "kafka": kafka, "processes": int(processes), "threads": threads, "env": extra}
+                {
+                    "database": db,
+                    "kafka": kafka,
+                    "processes": int(processes),
+                    "threads": threads or "default",
+                    "env": extra,
+                }
             )
     else:
         variants = [
@@ -389,7 +501,7 @@ def main() -> None:
     for variant in variants:
         variant["tree"] = ""
     variants += [{**v, "tree": str(tree)} for tree in args.baseline for v in variants]
-    databases = list(dict.fromkeys(v["database"] for v in variants))
+    databases = list(dict.fromkeys(database_of(v) for v in variants))
 
     home = Path(tempfile.mkdtemp(prefix="foodsite-webbench-"))
     home.chmod(0o755)  # PostgreSQL's user must get through it, as root
@@ -410,22 +522,36 @@ def main() -> None:
         **({"SERVER_TIMING": "1"} if args.hops else {}),
     }
     database_urls = {"sqlite": f"sqlite:///{home / 'bench.sqlite3'}"}
+    # A variant with OUTBOX_RELAY=debezium: one Connect worker for the whole run, relaying the
+    # outbox of that variant's database (idle, but running, while the other variants are measured).
+    debezium = "postgres-debezium" in databases
+    if debezium and any(v["database"] != "postgres" for v in variants if database_of(v) == "postgres-debezium"):
+        sys.exit("web_bench: OUTBOX_RELAY=debezium needs the postgres database")
+    connect = None
     load_before = load_average()
     try:
         broker.start()
-        if "postgres" in databases:
+        if {"postgres", "postgres-debezium"} & set(databases):
             postgres = LocalPostgres(home / "pg", durable=args.durable)
             postgres.start()
             postgres.wait_ready()
             database_urls["postgres"] = postgres.create_database("bench")
+            database_urls["postgres-debezium"] = postgres.create_database("bench_debezium")
         broker.wait_ready()
         base_env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers  # its port moves if it was taken
+        if debezium:
+            connect = LocalConnect(home / "connect", broker.bootstrap_servers)
+            connect.start()  # its JVM starts while the database is migrated
+            base_env["CONNECT_URL"] = connect.url
         manage(base_env, "collectstatic", "--noinput")
         manage({**base_env, "DATABASE_URL": database_urls[databases[0]]}, "init_kafka")
         for db in databases:
             env = {**base_env, "DATABASE_URL": database_urls[db]}
             manage(env, "migrate", "--noinput")
             manage(env, "seed_demo")
+        if connect is not None:
+            connect.wait_ready(timeout=180)
+            manage({**base_env, "DATABASE_URL": database_urls["postgres-debezium"]}, "register_outbox_connector")
         refused = f"127.0.0.1:{free_port()}"  # nothing listens there: Kafka down for the web
         for variant in variants:
             variant["rounds"] = []
@@ -433,14 +559,20 @@ def main() -> None:
             for variant in variants:
                 env = {
                     **base_env,
-                    "DATABASE_URL": database_urls[variant["database"]],
+                    "DATABASE_URL": database_urls[database_of(variant)],
                     "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers if variant["kafka"] == "up" else refused,
                 }
                 if variant["threads"] != "default":
                     env["WEB_SYNC_THREADS"] = variant["threads"]
                 env.update(variant["env"])
                 measured: dict = {"load_average": load_average()}
-                web = Web(env, variant["processes"], Path(variant["tree"]) if variant["tree"] else BASE_DIR)
+                tally = TopicTally(broker.bootstrap_servers, env["DATABASE_URL"]) if variant["kafka"] == "up" else None
+                try:
+                    web = Web(env, variant["processes"], Path(variant["tree"]) if variant["tree"] else BASE_DIR)
+                except BaseException:
+                    if tally is not None:
+                        tally.close()
+                    raise
                 try:
                     if args.seconds:
                         measured["trivial"] = closed_loop(web.url, "trivial", args.clients, args.seconds)
@@ -450,21 +582,30 @@ def main() -> None:
                         [process.pid for process in web.processes],
                         postgres.process.pid if postgres is not None else None,
                         broker.process.pid,
+                        connect.process.pid if connect is not None else None,
                     )
                     if args.rate:
                         measured["open"] = metered_open_loop(web.url, args.rate, args.open_seconds, meter)
                     if args.capacity:
                         measured["capacity"] = capacity(web.url, args, meter)
                 finally:
+                    load_ended = time.monotonic()
                     web.stop()
+                if tally is not None:
+                    measured["relay"] = tally.settle(load_ended)
                 measured["load_average_after"] = load_average()
                 variant["rounds"].append(measured)
                 print(f"round {round_no + 1}: {label(variant)}: {brief(measured)}", flush=True)
     finally:
+        if connect is not None:
+            connect.stop()
         broker.stop()
         if postgres is not None:
             postgres.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("WEB_BENCH_KEEP"):
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
     kinds = [*(["trivial", "order"] if args.seconds else []), *(["open"] if args.rate else [])]
     for variant in variants:
@@ -478,6 +619,14 @@ def main() -> None:
         if args.capacity:
             variant["capacity"] = summary([r["capacity"]["rate"] for r in rounds])
             variant["capacity_per_round"] = [r["capacity"]["rate"] for r in rounds]
+        if variant["kafka"] == "up":
+            tallies = [r["relay"] for r in rounds]
+            variant["relay"] = {
+                "orders": sum(t["orders"] for t in tallies),
+                "lost": sum(t["orders"] - t["on_topic"] for t in tallies),
+                "second_copies": sum(t["second_copies"] for t in tallies),
+                "behind_s": summary([t["behind_s"] for t in tallies]),
+            }
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "clients": args.clients,
@@ -509,11 +658,12 @@ def main() -> None:
 class CpuMeter:
     """CPU seconds used by each part of the bench's stack, and by the rest of the machine, from
     /proc: the web processes, PostgreSQL (the postmaster and every backend), the Kafka broker,
-    the load generator (this script's finished children: vegeta) and this script; `others` is
-    what the machine's CPUs did besides (other users of a shared machine)."""
+    the Kafka Connect worker if there is one, the load generator (this script's finished
+    children: vegeta) and this script; `others` is what the machine's CPUs did besides (other
+    users of a shared machine)."""
 
-    def __init__(self, web: list[int], postgres: int | None, kafka: int) -> None:
-        self.web, self.postgres, self.kafka = web, postgres, kafka
+    def __init__(self, web: list[int], postgres: int | None, kafka: int, connect: int | None = None) -> None:
+        self.web, self.postgres, self.kafka, self.connect = web, postgres, kafka, connect
 
     def read(self) -> dict[str, float]:
         tick = os.sysconf("SC_CLK_TCK")
@@ -541,6 +691,7 @@ class CpuMeter:
             "web": sum(tree(pid) for pid in self.web),
             "postgres": tree(self.postgres),
             "kafka": tree(self.kafka),
+            "connect": tree(self.connect),
             "client": client.ru_utime + client.ru_stime,
             "bench": me.ru_utime + me.ru_stime,
         }
@@ -561,7 +712,8 @@ def cpu_text(step: dict) -> str:
     cpu = step["cpu_ms_per_order"]
     return (
         f"CPU ms per order: web {cpu['web']:.2f}, postgres {cpu['postgres']:.2f}, kafka {cpu['kafka']:.2f}, "
-        f"client {cpu['client']:.2f}; the rest of the machine {step['others_cores']:.2f} cores"
+        + (f"connect {cpu['connect']:.2f}, " if cpu.get("connect") else "")
+        + f"client {cpu['client']:.2f}; the rest of the machine {step['others_cores']:.2f} cores"
     )
 
 
@@ -615,6 +767,8 @@ def brief(measured: dict) -> str:
         )
     if "capacity" in measured:
         parts.append(f"capacity {measured['capacity']['rate']} orders/s")
+    if "relay" in measured:
+        parts.append(relay_text(measured["relay"]))
     errors = sum(measured[kind]["errors"] for kind in ("trivial", "order", "open") if kind in measured)
     load = f" (load average {measured['load_average']:.1f} -> {measured['load_average_after']:.1f})"
     return "; ".join(parts) + (f", {errors} errors" if errors else "") + load
