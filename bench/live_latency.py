@@ -1,7 +1,7 @@
 """Live latency: from an answer to the row or status a person sees on an open page.
 
     .venv/bin/python bench/live_latency.py [--orders 30] [--load 100] [--production]
-        [--profile cluster [--relay celery|debezium] [--settle 20]] [--json results.json]
+        [--profile cluster [--relay celery|debezium] [--no-registry] [--settle 20]] [--json results.json]
 
 Starts the run command's stack (`python -m devstack.launcher`: its own broker, SQLite, daphne,
 every consumer, the worker) and a real headless Chromium (Debian's, as tests/browser.py starts
@@ -104,12 +104,15 @@ class Stack:
     `production`: DEBUG off (static files collected, a secret key), over plain HTTP on
     loopback as bench/web_bench.py runs it; else `make run`'s settings (DEBUG on)."""
 
-    def __init__(self, production: bool = False, profile: str = "embedded", relay: str = "") -> None:
+    def __init__(
+        self, production: bool = False, profile: str = "embedded", relay: str = "", registry: bool = True
+    ) -> None:
         """`relay` (cluster profile): the OUTBOX_RELAY the launcher is given (default its own:
-        debezium)."""
+        debezium); `registry` False: the cluster without its schema registry."""
         self.production = production
         self.profile = profile
         self.relay = relay
+        self.registry = registry
         self.home = Path(tempfile.mkdtemp(prefix="foodsite-live-"))
         self.home.chmod(0o755)  # the cluster's PostgreSQL runs as its own user, which must enter it
         self.port = free_ports(2)
@@ -141,6 +144,8 @@ class Stack:
         own = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "CELERY_BROKER_URL", "CONNECT_URL", "SCHEMA_REGISTRY_URL")
         for name in own:
             env.pop(name, None)  # the launcher starts its own
+        if not self.registry:
+            env["SCHEMA_REGISTRY_URL"] = ""  # the launcher's word for none
         if self.profile == "cluster":
             from devstack.postgres_server import LocalPostgres
 
@@ -518,13 +523,14 @@ def bench(
     profile: str = "embedded",
     relay: str = "",
     settle: float = 0,
+    registry: bool = True,
 ) -> dict:
     """Both loads on one stack; the figures as a dict (printed by main, collected by `make bench`)."""
     from playwright.sync_api import sync_playwright
 
     from harness.browser import launch_chromium
 
-    stack = Stack(production, profile, relay)
+    stack = Stack(production, profile, relay, registry)
     stack.start()
     memory_at_ready = stack.memory()
     time.sleep(settle)  # the start's own work (JVMs compiling, consumers joining) out of the figures
@@ -549,6 +555,7 @@ def bench(
         "relay": stack.env.get("OUTBOX_RELAY") or ("debezium" if profile == "cluster" else "celery"),
         "ready_s": stack.ready_in(),
         "settle_s": settle,
+        "registry": registry,
         "memory_at_ready": memory_at_ready,
     }
     try:
@@ -596,7 +603,8 @@ def print_phase(report: dict, load: str) -> None:
 def print_report(report: dict) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print("settings: " + ("production (DEBUG off)" if report.get("production") else "make run's (DEBUG on)"))
-    print(f"profile: {report['profile']}, outbox relay {report['relay']}, the stack ready in {report['ready_s']} s")
+    registry = "" if report["registry"] else ", no schema registry"
+    print(f"profile: {report['profile']}{registry}, outbox relay {report['relay']}, ready in {report['ready_s']} s")
     for moment in ("memory_at_ready", "memory_after_light"):
         m = report.get(moment)
         if m:
@@ -626,12 +634,24 @@ def main() -> None:
     parser.add_argument(
         "--relay", choices=("celery", "debezium"), help="the cluster's OUTBOX_RELAY (default: the launcher's, debezium)"
     )
+    parser.add_argument(
+        "--no-registry", dest="registry", action="store_false", help="the cluster without its schema registry"
+    )
     parser.add_argument("--settle", type=float, default=0, help="seconds to wait once the stack is ready")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if args.relay and args.profile != "cluster":
         parser.error("--relay: the cluster profile's (the embedded one runs on SQLite: the Celery relay)")
-    report = bench(args.orders, args.load, args.backlog, args.production, args.profile, args.relay or "", args.settle)
+    report = bench(
+        args.orders,
+        args.load,
+        args.backlog,
+        args.production,
+        args.profile,
+        args.relay or "",
+        args.settle,
+        args.registry,
+    )
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

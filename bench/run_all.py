@@ -460,17 +460,22 @@ def run_step(name: str, argv: list[str], scratch: Path) -> tuple[dict | None, st
 
 
 def previous_result(results: Path) -> tuple[Path | None, dict]:
+    """The newest results file, and each row's figure from the newest file that has it: a run
+    of some steps only (`--only`) leaves the other rows' previous figures where they were."""
     files = sorted(results.glob("*.json"))
-    if not files:
-        return None, {}
-    data = json.loads(files[-1].read_text())
-    return files[-1], {row["key"]: row for row in data.get("rows", [])}
+    rows: dict[str, dict] = {}
+    for file in files:
+        rows.update({row["key"]: row for row in json.loads(file.read_text()).get("rows", [])})
+    return (files[-1] if files else None), rows
 
 
 def print_table(rows: list[Row], previous: dict, previous_name: str) -> None:
     width = max((len(r["what"]) for r in rows), default=20) + 2
     text_width = max((len(r["text"]) for r in rows), default=10) + 2
-    print(f"{'':<{width}}{'this run':<{text_width}}{'goal':<28}previous ({previous_name})")
+    print(
+        f"{'':<{width}}{'this run':<{text_width}}{'goal':<28}"
+        f"previous (the newest run with the row: {previous_name} or before)"
+    )
     for row in rows:
         before = previous.get(row["key"], {}).get("text", "")
         print(f"{row['what']:<{width}}{row['text']:<{text_width}}{row['goal']:<28}{before}")
