@@ -29,9 +29,10 @@ async def dashboard(request: HttpRequest) -> HttpResponse:
     return await sync_to_async(_render_dashboard)(request, kafka)
 
 
-def kafka_view_closing_connections() -> KafkaView:
+def kafka_view_closing_connections(timeout: float | None = None) -> KafkaView:
+    """`timeout`: the view's budget (default eventing.kafka_view's)."""
     try:
-        return kafka_view()
+        return kafka_view() if timeout is None else kafka_view(timeout)
     finally:
         connections.close_all()  # this pool thread's own connection (the view reads offsets)
 
